@@ -1,0 +1,1 @@
+"""Evaluation: metrics, per-dataset baselines, real data and the paper's four tasks."""

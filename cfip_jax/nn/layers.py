@@ -1,0 +1,252 @@
+"""Building blocks: the pre-LN block and the adaLN block (SPEC.md §6.1).
+
+Activations are ``[B, n, N, D]`` (datasets, samples, nodes, width). A :class:`PreLNBlock` attends either along the
+sample axis (``axis="sample"``: standard softmax attention, unmasked) or along the node axis (``axis="node"``: DAG
+attention, a node attends only to its parents). :class:`AdaLNBlock` always attends along the node axis.
+
+Both blocks hold exactly the reference's parameters (three input LayerNorms, q/k/v/out projections D ↔ H·d_k with
+biases, the MLP and its LayerNorm, and for adaLN the Linear(D, 6D) modulation) but evaluate them in an algebraically
+equal, cheaper order:
+
+- Pre-LN self-attention: LN_q, LN_k and LN_v of the same input share their normalised input x̂, so
+  (x̂γ + β)W + b = x̂(diag(γ)W) + (βW + b) and the three projections become one matrix product with a D × 3·H·d_k
+  matrix (the 1/√d_k score scale folded into the query part).
+- adaLN: the decoder's keys/values are Z = z ⊙ V + P with a scalar z per token and per-node vectors V, P. The
+  LayerNorm of z·a + b (a, b the centred V, P) is (z·a + b)/σ(z) with σ(z)² = z²⟨a,a⟩ + 2z⟨a,b⟩ + ⟨b,b⟩ (means over
+  D), so after modulation and projection K = (z/σ)·A + (1/σ)·B + C with per-node A, B, C of size H·d_k: the two
+  large key/value products become per-node products and an elementwise combination.
+
+Initialisation: every kernel is drawn from U(±1/√fan_in), the distribution of PyTorch's ``nn.Linear`` default
+(``variance_scaling(1/3, "fan_in", "uniform")``); biases start at zero (flax's default; PyTorch draws them from the
+same uniform); LayerNorms start at scale 1, offset 0. There is no special initialisation (no zero-init of adaLN),
+as in the reference.
+
+Precision: parameters, LayerNorm statistics, the attention normalisation and the residual stream are float32; the
+large matrix products run in ``dtype`` (float32 or bfloat16).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cfip_jax.nn.attention import dag_attention_heads, sample_attention_heads
+
+LN_EPS = 1e-5
+kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+Dtype = Any
+
+
+def dense(features: int, name: str, dtype: Dtype, use_bias: bool = True) -> nn.Dense:
+    """``nn.Dense`` with the project's initialisation and compute dtype (float32 parameters)."""
+    return nn.Dense(
+        features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=kernel_init, name=name
+    )
+
+
+def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+    """LayerNorm over the last axis (eps 1e-5, scale and offset), statistics in float32, output in ``dtype``."""
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def normalize(x: jax.Array) -> jax.Array:
+    """(x − mean) / √(var + eps) over the last axis, in float32 (a LayerNorm without scale and offset)."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + LN_EPS)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    """adaLN modulation x·(1 + scale) + shift."""
+    return x * (1.0 + scale) + shift
+
+
+class LayerNormParams(nn.Module):
+    """The parameters of a LayerNorm (``scale`` = 1, ``bias`` = 0 at init), applied by the owning block."""
+
+    @nn.compact
+    def __call__(self, width: int) -> tuple[jax.Array, jax.Array]:
+        """Return ``(scale [D], bias [D])``."""
+        return (
+            self.param("scale", nn.initializers.ones, (width,), jnp.float32),
+            self.param("bias", nn.initializers.zeros, (width,), jnp.float32),
+        )
+
+
+class DenseParams(nn.Module):
+    """The parameters of a Linear layer (``kernel [fan_in, features]``, ``bias [features]``), applied by the owner."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, fan_in: int) -> tuple[jax.Array, jax.Array]:
+        """Return ``(kernel, bias)``."""
+        return (
+            self.param("kernel", kernel_init, (fan_in, self.features), jnp.float32),
+            self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32),
+        )
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP D → F → D with ReLU."""
+
+    hidden: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[..., D] -> [..., D]`` float32."""
+        h = nn.relu(dense(self.hidden, "hidden", self.dtype)(x))
+        return dense(x.shape[-1], "out", self.dtype)(h).astype(jnp.float32)
+
+
+def _project(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Dtype) -> jax.Array:
+    return jnp.dot(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
+class PreLNBlock(nn.Module):
+    """Pre-LN transformer block with separate LayerNorms for queries, keys and values (self-attention).
+
+    x ← x + Dropout(MHA(LN_q(x), LN_k(x), LN_v(x))); x ← x + Dropout(FFN(LN(x))), where MHA projects D → H·d_k
+    (q, k, v, with biases), attends, and projects back H·d_k → D (with bias).
+
+    Attributes:
+      num_heads, key_dim, mlp_dim: attention heads H, per-head width d_k, MLP hidden width.
+      axis: ``"sample"`` (softmax over the samples of a node) or ``"node"`` (DAG attention over the parents).
+      dropout: dropout rate on both residual branches (rng stream ``"dropout"``).
+      dtype: compute dtype of the matrix products.
+    """
+
+    num_heads: int
+    key_dim: int
+    mlp_dim: int
+    axis: str
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+        """Apply the block.
+
+        Args:
+          x: ``[B, n, N, D]`` float32.
+          mask: ``[B, N, N]`` bool (query node i attends key node j), required for ``axis="node"``.
+          deterministic: disable dropout.
+
+        Returns:
+          ``[B, n, N, D]`` float32.
+        """
+        if self.axis not in ("sample", "node"):
+            raise ValueError(f"unknown attention axis {self.axis!r}; valid: sample, node")
+        b, n, nodes, width = x.shape
+        h, dk = self.num_heads, self.key_dim
+        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+        kernels, biases = [], []
+        for part, factor in (("query", dk**-0.5), ("key", 1.0), ("value", 1.0)):
+            gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
+            kernel, bias = DenseParams(h * dk, name=part)(width)
+            kernels.append(gamma[:, None] * kernel * factor)
+            biases.append((beta @ kernel + bias) * factor)
+        qkv = _project(normalize(x), jnp.concatenate(kernels, 1), jnp.concatenate(biases), self.dtype)
+        qkv = qkv.reshape(b, n, nodes, 3, h, dk)
+        if self.axis == "sample":
+            q, k, v = jnp.transpose(qkv, (3, 0, 2, 4, 1, 5))  # 3 × [B, N, H, n, d_k]
+            out = jnp.transpose(sample_attention_heads(q, k, v), (0, 3, 1, 2, 4))
+        else:
+            q, k, v = jnp.transpose(qkv, (3, 0, 1, 4, 2, 5))  # 3 × [B, n, H, N, d_k]
+            out = jnp.swapaxes(dag_attention_heads(q, k, v, mask), 2, 3)
+        a = dense(width, "out", self.dtype)(out.reshape(b, n, nodes, h * dk)).astype(jnp.float32)
+        x = x + drop(a)
+        y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(layer_norm("norm_mlp", self.dtype)(x))
+        return x + drop(y)
+
+
+class AdaLNBlock(nn.Module):
+    """adaLN block attending along the node axis, conditioned per node on ``c`` (SPEC.md §6.1).
+
+    With keys/values Z = z ⊙ V + P:
+    [β₁, γ₁, g₁, β₂, γ₂, g₂] = Linear(D, 6D)(SiLU(c));
+    x = q + g₁ ⊙ Dropout(MHA(mod(LN_q(q)), mod(LN_k(Z)), mod(LN_v(Z))));
+    out = x + g₂ ⊙ Dropout(FFN(mod(LN(x), β₂, γ₂))).
+    Queries are modulated with their node's c, keys and values with the key node's c (the node axis is shared, so
+    both are c broadcast over samples). Z enters in factored form (see the module docstring).
+
+    Attributes: as :class:`PreLNBlock` (always node attention).
+    """
+
+    num_heads: int
+    key_dim: int
+    mlp_dim: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        q: jax.Array,
+        z: jax.Array,
+        v_emb: jax.Array,
+        p_emb: jax.Array,
+        c: jax.Array,
+        mask: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Update the query stream.
+
+        Args:
+          q: ``[B, n_q, N, D]`` query stream (``n_q`` = 1 broadcasts over samples).
+          z: ``[B, n, N]`` scalar inputs; keys/values are Z = z[..., None] · v_emb + p_emb.
+          v_emb, p_emb: ``[B, 1, N, D]`` per-node codebook V and positional embedding P.
+          c: ``[B, 1, N, D]`` per-node condition.
+          mask: ``[B, N, N]`` bool, query node i attends key node j.
+          deterministic: disable dropout.
+
+        Returns:
+          ``[B, n, N, D]`` float32.
+        """
+        b, n, nodes = z.shape
+        width = q.shape[-1]
+        h, dk = self.num_heads, self.key_dim
+        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+        mods = dense(6 * width, "modulation", jnp.float32)(nn.silu(c))
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mods, 6, axis=-1)
+
+        def heads(t: jax.Array) -> jax.Array:  # [B, m, N, H·d_k] -> [B, m, H, N, d_k]
+            return jnp.swapaxes(t.reshape(t.shape[:-1] + (h, dk)), 2, 3)
+
+        gamma, beta = LayerNormParams(name="norm_q")(width)
+        kernel, bias = DenseParams(h * dk, name="query")(width)
+        q_in = modulate(normalize(q) * gamma + beta, shift1, scale1)
+        queries = heads(_project(q_in, kernel * dk**-0.5, bias * dk**-0.5, self.dtype))
+
+        # Keys and values from Z = z·V + P without forming Z: LN(Z) = (z·a + b_c) / σ(z).
+        a = v_emb - jnp.mean(v_emb, axis=-1, keepdims=True)
+        b_c = p_emb - jnp.mean(p_emb, axis=-1, keepdims=True)
+        saa, sab, sbb = (jnp.mean(u * w, axis=-1) for u, w in ((a, a), (a, b_c), (b_c, b_c)))  # [B, 1, N]
+        zf = z.astype(jnp.float32)
+        var = jnp.maximum(zf * zf * saa + 2.0 * zf * sab + sbb, 0.0)
+        inv = jax.lax.rsqrt(var + LN_EPS)  # [B, n, N]
+        coef_a = (zf * inv)[:, :, None, :, None]  # [B, n, 1, N, 1]
+        coef_b = inv[:, :, None, :, None]
+        kv = []
+        for part in ("key", "value"):
+            gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
+            kernel, bias = DenseParams(h * dk, name=part)(width)
+            g = gamma * (1.0 + scale1)
+            per_a = heads(a * g @ kernel)  # [B, 1, H, N, d_k]
+            per_b = heads(b_c * g @ kernel)
+            per_c = heads((beta * (1.0 + scale1) + shift1) @ kernel + bias)
+            kv.append((coef_a * per_a + coef_b * per_b + per_c).astype(self.dtype))
+        out = jnp.swapaxes(dag_attention_heads(queries, kv[0], kv[1], mask), 2, 3).reshape(b, n, nodes, h * dk)
+        attn = dense(width, "out", self.dtype)(out).astype(jnp.float32)
+        x = q + gate1 * drop(attn)
+        y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(
+            modulate(layer_norm("norm_mlp", jnp.float32)(x), shift2, scale2)
+        )
+        return x + gate2 * drop(y)

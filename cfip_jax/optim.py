@@ -1,0 +1,70 @@
+"""Optimiser and learning-rate schedule of both training stages (SPEC.md §6.7).
+
+Adam with *coupled* L2 weight decay (the decay term is added to the gradient before the Adam moments, as
+``torch.optim.Adam(weight_decay=…)`` does; this is not AdamW), and a linear warm-up followed by a cosine decay.
+
+Deliberate deviation from the reference: its schedule has no clamp, so its cosine restarts after ``decay_steps`` and the
+learning rate oscillates with period ``2·(decay_steps − warmup_steps)``. Here the schedule is floored at ``end_lr``
+after ``decay_steps`` (optax's ``warmup_cosine_decay_schedule``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import optax
+
+from cfip_jax import validation as V
+
+
+def check_optim_config(cfg, name: str = "optim") -> None:
+    """Validate an ``optim`` config block on the host; raises a one-line ``ValueError`` naming the field."""
+    for field in ("lr", "weight_decay", "end_lr", "eps"):
+        value = float(cfg[field])
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}.{field} must be a finite number >= 0, got {cfg[field]!r}")
+    V.check_probability(cfg.b1, f"{name}.b1")
+    V.check_probability(cfg.b2, f"{name}.b2")
+    warmup = V.check_int(cfg.warmup_steps, f"{name}.warmup_steps", minimum=0)
+    decay = V.check_int(cfg.decay_steps, f"{name}.decay_steps", minimum=1)
+    if warmup >= decay:
+        raise ValueError(f"{name}.warmup_steps ({warmup}) must be < {name}.decay_steps ({decay})")
+    if float(cfg.end_lr) > float(cfg.lr):
+        raise ValueError(f"{name}.end_lr ({cfg.end_lr}) must be <= {name}.lr ({cfg.lr})")
+
+
+def learning_rate_schedule(cfg) -> optax.Schedule:
+    """The learning rate of optimiser step t (t = 0, 1, …).
+
+    ``lr·t/warmup_steps`` for ``t < warmup_steps`` (so step 0 uses lr 0), then
+    ``end_lr + (lr − end_lr)·½(1 + cos(π·(t − warmup_steps)/(decay_steps − warmup_steps)))`` up to ``decay_steps``,
+    then ``end_lr``.
+
+    Args:
+      cfg: an ``optim`` config block (``lr``, ``warmup_steps``, ``decay_steps``, ``end_lr``).
+    """
+    check_optim_config(cfg)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=float(cfg.lr),
+        warmup_steps=int(cfg.warmup_steps),
+        decay_steps=int(cfg.decay_steps),
+        end_value=float(cfg.end_lr),
+    )
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """Adam with coupled L2 weight decay and the warm-up + cosine schedule.
+
+    ``update = −lr(t) · adam(g + weight_decay·θ)`` with Adam's ``(b1, b2, eps)``.
+
+    Args:
+      cfg: an ``optim`` config block (``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``warmup_steps``,
+        ``decay_steps``, ``end_lr``).
+    """
+    check_optim_config(cfg)
+    return optax.chain(
+        optax.add_decayed_weights(float(cfg.weight_decay)),
+        optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)),
+        optax.scale_by_learning_rate(learning_rate_schedule(cfg)),
+    )

@@ -1,0 +1,97 @@
+"""Default run: trains both Cond-FiP stages in a few minutes on a 2-core CPU.
+
+Small networks (``cfip_jax.nn.configs`` size ``"small"``), SCMs with d = 10 nodes and n = 200 samples (100 context /
+100 query in stage 2), linear and RFF mechanisms on ER / SF-in / SF-out graphs with Gaussian noise, all drawn on
+device inside the training step. The optimiser, schedule shape and EMA rule are the reference's (see
+``configs/paper.py``) with a larger learning rate and a schedule compressed to the run length.
+
+Usage (from the repository root)::
+
+    python train.py                                   # this config, workdir workdir/default
+    python train.py --config configs/default.py --workdir workdir/run1 --config.encoder.steps=500 --config.seed=1
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from cfip_jax.nn.configs import decoder_config, encoder_config
+
+
+def optim(lr: float, weight_decay: float, warmup_steps: int, decay_steps: int) -> ml_collections.ConfigDict:
+    """An ``optim`` block: Adam (b1 0.9, b2 0.95, eps 1e-8) with coupled L2 ``weight_decay``; linear warm-up from 0
+    over ``warmup_steps``, cosine decay to ``end_lr`` at ``decay_steps``, then constant."""
+    return ml_collections.ConfigDict(
+        dict(
+            lr=lr,  # peak learning rate
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=weight_decay,  # coupled L2, added to the gradient before Adam
+            warmup_steps=warmup_steps,  # step 0 uses lr 0
+            decay_steps=decay_steps,  # the cosine reaches end_lr here (includes the warm-up)
+            end_lr=0.0,  # floor after decay_steps (the reference's cosine cycles instead)
+        )
+    )
+
+
+def ema() -> ml_collections.ConfigDict:
+    """The reference's EMA: decay 0.99 every 10 update calls, copies for calls ≤ 100, warm-up power 2/3."""
+    return ml_collections.ConfigDict(
+        dict(decay=0.99, every=10, update_after=100, power=2.0 / 3.0, inv_gamma=1.0, min_decay=0.0)
+    )
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The default (CPU-sized) run config, locked: unknown keys raise."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # every random stream derives from key(seed)
+    c.checkpoint_every = 200  # steps between checkpoints (and one at the end of each stage)
+    c.keep_checkpoints = 3  # latest checkpoints kept per stage
+    c.log_every = 25  # steps between metrics.jsonl records
+    c.eval_every = 200  # steps between validations of the EMA parameters (0: only at the end of a stage)
+
+    c.data = ml_collections.ConfigDict(
+        dict(
+            graphs=("er", "sf_in", "sf_out"),
+            funcs=("linear", "rff"),
+            noises=("gaussian",),
+            prior="in",  # the reference's training-distribution hyper-parameters
+            node_counts=(10,),  # d; several values are mixed, padded to max_nodes
+            max_nodes=10,
+            n=200,  # samples per dataset (stage 1 trains on all of them)
+            n_context=100,  # stage 2: samples 0..n_context-1 are the encoder's context, the rest the queries
+            batch_size=6,  # datasets per micro-batch, over all devices (a multiple of the device count)
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            funcs=("linear", "rff"),  # one validation figure per mechanism family
+            batch_size=24,  # fresh in-distribution datasets per validation call (a multiple of the device count)
+            num_batches=1,  # calls per family and validation
+        )
+    )
+
+    enc = encoder_config("small")
+    c.encoder = ml_collections.ConfigDict(
+        dict(
+            steps=1000,  # optimiser steps of stage 1
+            grad_accum=1,  # micro-batches per optimiser step
+            model=enc.as_configdict(),
+            optim=optim(lr=1e-3, weight_decay=5e-4, warmup_steps=100, decay_steps=1000),
+            ema=ema(),
+        )
+    )
+    dec = decoder_config("small")
+    c.decoder = ml_collections.ConfigDict(
+        dict(
+            steps=1000,  # optimiser steps of stage 2
+            grad_accum=1,
+            model=dec.as_configdict(),
+            optim=optim(lr=1e-3, weight_decay=1e-10, warmup_steps=100, decay_steps=1000),
+            ema=ema(),
+        )
+    )
+    c.decoder.model.encoder_dim = c.encoder.model.get_ref("d_model")
+    c.lock()
+    return c
