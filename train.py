@@ -12,6 +12,7 @@ A rerun of the same command resumes from the latest checkpoints (a finished stag
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -53,7 +54,12 @@ def main(argv):
     stages = ("encoder", "decoder") if _STAGE.value == "both" else (_STAGE.value,)
     if jax.process_index() == 0:
         print(f"workdir {os.path.abspath(_WORKDIR.value)}; devices {jax.devices()}", flush=True)
-    loop.run(_CONFIG.value, _WORKDIR.value, stages)
+    try:
+        loop.run(_CONFIG.value, _WORKDIR.value, stages)
+    except (ValueError, loop.NonFiniteLossError) as e:  # bad input, incompatible checkpoint, diverged run
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)  # the checkpoint is already saved (see the message above)
     if jax.process_index() == 0:
         print(f"done: {', '.join(stages)} trained; metrics in {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
 

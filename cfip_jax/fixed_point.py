@@ -36,6 +36,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from cfip_jax import validation as V
+from cfip_jax.scm import graphs
 
 Mechanism = Callable[[jax.Array], jax.Array]
 
@@ -55,7 +56,9 @@ def _as_pytree(mechanism: Mechanism) -> Any:
 
 
 def host_longest_path(adj: np.ndarray) -> np.ndarray:
-    """Number of edges on the longest directed path of each DAG, computed on the host.
+    """Number of edges on the longest directed path of each DAG, computed on the host with NumPy.
+
+    The host twin of :func:`cfip_jax.scm.graphs.longest_path` (no compilation, a plain int for the static scan length).
 
     Args:
       adj: ``[..., N, N]``, ``adj[i, j] != 0`` ⇔ edge i → j (acyclic).
@@ -71,21 +74,6 @@ def host_longest_path(adj: np.ndarray) -> np.ndarray:
             break
         level = new
     return level.max(axis=-1, initial=0)
-
-
-def _traced_longest_path(adj: jax.Array) -> jax.Array:
-    """Longest path of ``[..., N, N]`` graphs inside a trace (used only when ``adj`` is a tracer)."""
-    try:
-        from cfip_jax.scm.graphs import longest_path
-    except ImportError:  # pragma: no cover - the graphs module provides it
-        edges = adj != 0
-
-        def step(_, level):
-            return jnp.max(jnp.where(edges, level[..., :, None] + 1, 0), axis=-2)
-
-        level = jax.lax.fori_loop(0, adj.shape[-1], step, jnp.zeros(adj.shape[:-1], jnp.int32))
-        return level.max(axis=-1)
-    return longest_path(adj)
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
@@ -150,7 +138,7 @@ def _steps(noise: Any, adj: Any, node_mask: Any, iterations: Any) -> tuple[int, 
             raise ValueError('iterations="depth" needs the graph adj')
         if _concrete(adj):
             return int(host_longest_path(np.asarray(adj)).max(initial=0)) + 1, None
-        return default, jnp.max(_traced_longest_path(adj)) + 1
+        return default, jnp.max(graphs.longest_path(adj)) + 1
     return V.check_int(iterations, "iterations", minimum=0), None
 
 

@@ -43,6 +43,7 @@ from cfip_jax.train_step import (
     STREAM_INIT,
     Stage,
     StepConfig,
+    eval_families,
     make_eval_step,
     make_train_step,
     stream_key,
@@ -198,16 +199,44 @@ def load_encoder_ema(config, workdir: str, mesh: jax.sharding.Mesh) -> Any:
         ckpt_lib.check_compatible(saved_model, now_model, "decoder", where=f"the encoder checkpoint at step {step}")
         if step < config.encoder.steps:
             _say(f"WARNING: the encoder checkpoint is at step {step} < encoder.steps = {config.encoder.steps}")
-        enc_stage = build_stage(config, "encoder")
-        spec = data_spec(config, 1)
-        tx = make_optimizer(config.encoder.optim)
-        abstract = jax.eval_shape(lambda: TrainState.create(enc_stage.init(jax.random.key(0), spec), tx))
-        restored = enc_ckpt.restore_latest(ckpt_lib.abstract_like(abstract, replicated(mesh)))
+        restored = enc_ckpt.restore_latest(abstract_state(config, "encoder", mesh))
         if restored is None:
             raise ValueError(f"no readable stage-1 encoder checkpoint in {enc_ckpt.directory}")
         step, state, _ = restored
     _say(f"decoder: using the EMA encoder of the encoder checkpoint at step {step}")
     return state.ema_params
+
+
+def abstract_state(config, name: str, mesh: jax.sharding.Mesh) -> TrainState:
+    """The shapes, dtypes and (replicated) shardings of stage ``name``'s :class:`TrainState` (nothing computed)."""
+    stage = build_stage(config, name)
+    spec = data_spec(config, 1)
+    tx = make_optimizer(config[name].optim)
+    key = jax.random.key(0)
+    frozen = jax.eval_shape(lambda: stage.init_frozen(key, spec)) if name == "decoder" else {}
+    shapes = jax.eval_shape(lambda f: TrainState.create(stage.init(key, spec), tx, f), frozen)
+    return ckpt_lib.abstract_like(shapes, replicated(mesh))
+
+
+def load_state(config, workdir: str, name: str, mesh: jax.sharding.Mesh | None = None) -> tuple[int, TrainState]:
+    """The latest readable checkpoint of stage ``name`` in ``workdir``: ``(step, state)``.
+
+    Use ``state.ema_params`` (and, for the decoder, ``state.frozen``: the encoder) for inference.
+
+    Raises:
+      ValueError: no readable checkpoint, or one written with a config whose fields for this stage differ.
+    """
+    V.check_choice(name, STAGES, "stage")
+    mesh = make_mesh() if mesh is None else mesh
+    with ckpt_lib.StageCheckpointer(workdir, name, config.keep_checkpoints) as ckpt:
+        latest = ckpt.latest_config()
+        if latest is None:
+            raise ValueError(f"no {name} checkpoint in {ckpt.directory}")
+        ckpt_lib.check_compatible(latest[1], ckpt_lib.config_to_dict(config), name, where=f"the {name} checkpoint")
+        restored = ckpt.restore_latest(abstract_state(config, name, mesh))
+        if restored is None:
+            raise ValueError(f"no readable {name} checkpoint in {ckpt.directory}")
+    return restored[0], restored[1]
 
 
 def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) -> TrainState:
@@ -256,13 +285,7 @@ def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) 
         def init(frozen):
             return TrainState.create(stage.init(init_key, spec), tx, frozen)
 
-        if name == "decoder":
-            frozen_template = jax.eval_shape(lambda: stage.init_frozen(init_key, spec))
-        else:
-            frozen_template = {}
-        abstract = ckpt_lib.abstract_like(jax.eval_shape(init, frozen_template), rep)
-
-        restored = ckpt.restore_latest(abstract) if latest is not None else None
+        restored = ckpt.restore_latest(abstract_state(config, name, mesh)) if latest is not None else None
         if restored is not None:
             start, state, _ = restored
             _say(f"{name}: resumed from the checkpoint at step {start} in {ckpt.directory}")
@@ -283,27 +306,25 @@ def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) 
         ckpt.close()
 
 
-def _validate(eval_fns, variables, frozen, step: int, num_batches: int) -> dict[str, float]:
+def _validate(eval_fn, families, variables, frozen, step: int, num_batches: int) -> dict[str, float]:
+    totals: dict[str, np.ndarray] = {}
+    for index in range(num_batches):
+        for k, v in to_host(eval_fn(variables, frozen, step, index)).items():
+            totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
     out = {}
-    for func, fn in eval_fns.items():
-        sums: dict[str, float] = {}
-        for index in range(num_batches):
-            values = to_host(fn(variables, frozen, step, index))
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / num_batches
-        out[f"val_rmse_{func}"] = sums["rmse"]
-        out[f"val_zero_rmse_{func}"] = sums["rmse_zero"]
+    for i, func in enumerate(families):
+        if totals["count"][i] > 0:
+            out[f"val_rmse_{func}"] = float(totals["rmse"][i] / totals["count"][i])
+            out[f"val_zero_rmse_{func}"] = float(totals["rmse_zero"][i] / totals["count"][i])
     return out
 
 
 def _train_loop(config, workdir, name, stage, step_cfg, state, start, total, ckpt, cfg_dict, mesh, hooks):
     main = jax.process_index() == 0
     train_step = make_train_step(step_cfg, mesh)
-    eval_batch = local_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-    eval_fns = {
-        func: make_eval_step(stage, data_spec(config, eval_batch, (func,)), config.seed, mesh)
-        for func in config.eval.funcs
-    }
+    eval_spec = data_spec(config, local_batch_size(config.eval.batch_size, mesh, "eval.batch_size"), config.eval.funcs)
+    eval_fn = make_eval_step(stage, eval_spec, config.seed, mesh)
+    families = eval_families(eval_spec)
 
     writer = MetricWriter(workdir, name)
     writer.truncate_after(start)
@@ -372,7 +393,7 @@ def _train_loop(config, workdir, name, stage, step_cfg, state, start, total, ckp
                     log_t, log_step = time.perf_counter(), done
                 busy = time.perf_counter()  # validation and checkpoints do not count towards steps/s
                 if is_eval:
-                    val = _validate(eval_fns, state.ema_params, state.frozen, done, config.eval.num_batches)
+                    val = _validate(eval_fn, families, state.ema_params, state.frozen, done, config.eval.num_batches)
                     record.update(val)
                     _say(f"{name} step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 if record:

@@ -34,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 from cfip_jax import losses
 from cfip_jax.ema import EMAConfig, ema_update
 from cfip_jax.parallel import DATA_AXIS
-from cfip_jax.scm.batch import Batch, BatchSpec, sample_batch
+from cfip_jax.scm.batch import Batch, BatchSpec, combination_indices, sample_batch
 from cfip_jax.train_state import TrainState
 
 # fold_in constants naming the random streams.
@@ -140,10 +140,6 @@ class Stage:
 def stream_key(seed: int, stage: str, stream: int) -> jax.Array:
     """The base key of one random stream of one stage: ``fold_in(fold_in(key(seed), stage), stream)``."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STAGE_IDS[stage]), stream)
-
-
-def _pmean(tree: Any) -> Any:
-    return jax.tree.map(lambda a: lax.pmean(a, DATA_AXIS), tree)
 
 
 def loss_and_grads(stage: Stage, params: Any, frozen: Any, batch: Batch, dropout_key: jax.Array):
@@ -277,19 +273,32 @@ def make_batch_train_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable:
 
 
 def make_eval_step(stage: Stage, spec: BatchSpec, seed: int, mesh: jax.sharding.Mesh) -> Callable:
-    """The jitted data-parallel validation step ``(variables, frozen, step, index) -> {"rmse", "rmse_zero"}``.
+    """The jitted data-parallel validation step ``(variables, frozen, step, index) -> {metric: [F]}``.
 
-    Each device draws ``spec.batch_size`` fresh datasets from ``fold_in(eval_key, step, index, device)`` and the means
-    over all devices' datasets are returned (scalars). ``variables`` are normally the EMA parameters. No gradients, so
-    ``check_vma=False`` (see :func:`make_sampler`).
+    Each device draws ``spec.batch_size`` fresh datasets from ``fold_in(eval_key, step, index, device)``. The result
+    holds, per mechanism family ``f`` of ``spec`` (in :func:`eval_families` order), the sums over all devices' datasets
+    of that family of the per-dataset errors (``"rmse"``, ``"rmse_zero"``; see :meth:`Stage.per_dataset_errors`) and
+    their ``"count"``. ``variables`` are normally the EMA parameters. No gradients, so ``check_vma=False`` (see
+    :func:`make_sampler`).
     """
     base = stream_key(seed, stage.name, STREAM_EVAL)
+    families = eval_families(spec)
+    family_of_combination = jnp.asarray([families.index(p.mechanism.func) for p, _ in spec.combinations], jnp.int32)
 
     def per_device_eval(variables, frozen, step, index):
         key = jax.random.fold_in(jax.random.fold_in(base, step), index)
         key = jax.random.fold_in(key, lax.axis_index(DATA_AXIS))
         batch = sample_batch(key, spec)
+        family = family_of_combination[combination_indices(key, spec)]  # [B]
+        onehot = (family[:, None] == jnp.arange(len(families))[None, :]).astype(jnp.float32)  # [B, F]
         errors = stage.per_dataset_errors(variables, frozen, batch)
-        return _pmean({k: jnp.mean(v) for k, v in errors.items()})
+        sums = {k: v @ onehot for k, v in errors.items()}
+        sums["count"] = jnp.sum(onehot, axis=0)
+        return jax.tree.map(lambda a: lax.psum(a, DATA_AXIS), sums)
 
     return jax.jit(jax.shard_map(per_device_eval, mesh=mesh, in_specs=(P(),) * 4, out_specs=P(), check_vma=False))
+
+
+def eval_families(spec: BatchSpec) -> tuple[str, ...]:
+    """The mechanism families of a spec's priors, in first-appearance order."""
+    return tuple(dict.fromkeys(p.mechanism.func for p in spec.priors))

@@ -66,9 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
     )
     c.eval = ml_collections.ConfigDict(
         dict(
-            funcs=("linear", "rff"),  # one validation figure per mechanism family
-            batch_size=24,  # fresh in-distribution datasets per validation call (a multiple of the device count)
-            num_batches=1,  # calls per family and validation
+            funcs=("linear", "rff"),  # mechanism families validated (one figure each; graphs/noise as in data)
+            batch_size=24,  # fresh in-distribution datasets per call, all families mixed (multiple of the devices)
+            num_batches=2,  # calls per validation
         )
     )
 

@@ -42,6 +42,10 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     return c
 
 
+def saved_steps(workdir, stage):
+    return sorted(int(s) for s in os.listdir(os.path.join(workdir, stage, "checkpoints")) if s.isdigit())
+
+
 def assert_trees_equal(a, b):
     a, b = to_host(a), to_host(b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
@@ -256,27 +260,30 @@ def test_no_recompilation_after_first_step():
 
 
 def test_smoke_run_lowers_loss_and_resumes(tmp_path, capsys):
-    config = tiny_config(**{"encoder.steps": 40, "decoder.steps": 40, "checkpoint_every": 20})
+    steps = {"encoder": 60, "decoder": 100}
+    config = tiny_config(
+        **{"encoder.steps": steps["encoder"], "decoder.steps": steps["decoder"], "checkpoint_every": 50, "log_every": 5}
+    )
     workdir = str(tmp_path / "run")
     states = loop.run(config, workdir)
     records = read_metrics(workdir)
     for stage in ("encoder", "decoder"):
         curve = [r["loss"] for r in records if r["stage"] == stage and "loss" in r]
-        assert len(curve) == 20
-        assert np.mean(curve[-4:]) < 0.8 * np.mean(curve[:3]), (stage, curve)
+        assert len(curve) == steps[stage] // 5
+        assert np.mean(curve[-4:]) < 0.9 * np.mean(curve[:2]), (stage, curve)
         final = [r for r in records if r["stage"] == stage and "val_rmse_linear" in r][-1]
-        assert final["step"] == 40
-        assert final["val_rmse_linear"] < final["val_zero_rmse_linear"]
-        assert sorted(os.listdir(os.path.join(workdir, stage, "checkpoints"))) == ["20", "40"]
+        assert final["step"] == steps[stage]
+        assert final["val_rmse_linear"] < 0.9 * final["val_zero_rmse_linear"], final
+        assert saved_steps(workdir, stage) == list(range(50, steps[stage] + 1, 50))
     # Stage 2 froze the stage-1 EMA encoder, bit for bit.
     assert_trees_equal(states["encoder"].ema_params, states["decoder"].frozen)
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["decoder"]["steps"] == 40
+        assert json.load(f)["decoder"]["steps"] == steps["decoder"]
     # A second run of the same command resumes, finds both stages complete and does nothing.
     capsys.readouterr()
     again = loop.run(config, workdir)
     out = capsys.readouterr().out
-    assert "encoder: resumed from the checkpoint at step 40" in out
+    assert f"encoder: resumed from the checkpoint at step {steps['encoder']}" in out
     assert "already complete" in out
     assert len(read_metrics(workdir)) == len(records)
     assert_trees_equal(again["decoder"].params, states["decoder"].params)

@@ -12,6 +12,7 @@ line of the figures. The workload matches ``shared/peers/torch_reference.py`` (s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -110,7 +111,8 @@ def bench_generation(reps: int, n: int = 400, dims: tuple[int, ...] = (20, 100))
         mech = decoder_mechanism(dec, params, cond, adj, node_mask)
         depth = int(fixed_point.host_longest_path(np.asarray(adj)).max())
         for label, iterations in (("d_steps", None), ("depth_steps", "depth")):
-            seconds = median_time(lambda it=iterations: fixed_point.generate(mech, noise, adj=adj, iterations=it), reps)
+            run = functools.partial(fixed_point.generate, mech, noise, adj=adj, iterations=iterations)
+            seconds = median_time(run, reps)
             out[f"generate_{n}_d{d}_{label}_s"] = round(seconds, 4)
         out[f"generate_d{d}_longest_path"] = depth
     return out

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from cfip_jax.nn.layers import FeedForward, MultiHeadAttention, layer_norm
+from cfip_jax.nn.attention import dag_attention_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +57,21 @@ class FiPNetwork(nn.Module):
     def __call__(self, z: jax.Array, parents: jax.Array) -> jax.Array:
         """``z [B, d]`` (standardised), ``parents [d, d]`` bool (query i attends j) → ``T(z) [B, d]``."""
         cfg, d = self.config, self.num_nodes
+        h, dk = cfg.num_heads, cfg.key_dim
         table = lambda name: self.param(name, nn.initializers.normal(1.0), (d, cfg.d_model))  # noqa: E731
         e_x, pos, e_f, pos_f = table("value_codebook"), table("position"), table("output_codebook"), table("output_pos")
-        kv = (z[..., None] * e_x + pos)[:, None]  # [B, 1, d, D]: one "sample" per row in the block layout
+        kv = z[..., None] * e_x + pos  # [B, d, D]
         q = jnp.broadcast_to(pos, kv.shape)
-        mask = jnp.broadcast_to(parents, (z.shape[0], d, d))
+        heads = lambda x, name: nn.Dense(h * dk, name=name)(x).reshape(x.shape[:-1] + (h, dk))  # noqa: E731
         for i in range(cfg.num_layers):
-            attn = MultiHeadAttention(cfg.num_heads, cfg.key_dim, "node", name=f"attention_{i}")(q, kv, kv, mask)
-            h = layer_norm(f"norm_attention_{i}", jnp.float32)(q + attn)
-            q = layer_norm(f"norm_mlp_{i}", jnp.float32)(h + FeedForward(cfg.mlp_dim, name=f"mlp_{i}")(h))
-        out = nn.Dense(1, name="head")(q * e_f + pos_f)
-        return out[:, 0, :, 0]
+            qh, kh, vh = heads(q, f"query_{i}"), heads(kv, f"key_{i}"), heads(kv, f"value_{i}")  # [B, d, H, dk]
+            scores = jnp.einsum("bihk,bjhk->bhij", qh, kh) / jnp.sqrt(float(dk))
+            w = dag_attention_weights(scores, parents)  # [B, H, d, d]
+            attn = jnp.einsum("bhij,bjhk->bihk", w, vh).reshape(q.shape[:-1] + (h * dk,))
+            x = nn.LayerNorm(epsilon=1e-5, name=f"norm_attention_{i}")(q + nn.Dense(cfg.d_model, name=f"out_{i}")(attn))
+            ff = nn.Dense(cfg.d_model, name=f"mlp_out_{i}")(nn.relu(nn.Dense(cfg.mlp_dim, name=f"mlp_hidden_{i}")(x)))
+            q = nn.LayerNorm(epsilon=1e-5, name=f"norm_mlp_{i}")(x + ff)
+        return nn.Dense(1, name="head")(q * e_f + pos_f)[..., 0]
 
 
 @functools.lru_cache(maxsize=64)

@@ -35,12 +35,24 @@ _ENCODER = {
 _DECODER = {
     # SPEC.md §6.5 (cond_fip_training.yaml): 8,173,057 trainable parameters.
     "reference": dict(
-        d_model=256, num_heads=8, key_dim=64, num_layers=4, mlp_dim=512, dropout=0.1, num_layers_dataset=2,
+        d_model=256,
+        num_heads=8,
+        key_dim=64,
+        num_layers=4,
+        mlp_dim=512,
+        dropout=0.1,
+        num_layers_dataset=2,
         encoder_dim=256,
     ),
     # No dropout at the small size: short runs on freshly sampled SCMs underfit rather than overfit.
     "small": dict(
-        d_model=64, num_heads=4, key_dim=16, num_layers=2, mlp_dim=128, dropout=0.0, num_layers_dataset=1,
+        d_model=64,
+        num_heads=4,
+        key_dim=16,
+        num_layers=2,
+        mlp_dim=128,
+        dropout=0.0,
+        num_layers_dataset=1,
         encoder_dim=64,
     ),
 }

@@ -6,9 +6,10 @@ followed by its own LayerNorm give the per-node codebook V, positional embedding
 (:class:`Conditioning`, each ``[B, 1, N, D]``).
 
 Decoding (:meth:`CondFiPDecoder.decode`) a query set ``z [B, n_q, N]``: keys/values Z = z ⊙ V + P (fixed across
-layers; passed to the blocks in this factored form), queries start from P, L adaLN node-attention blocks conditioned on C, final LN, Linear(D, 1) → the predicted
-mechanism value F(z) ``[B, n_q, N]``. Output node i depends on z only through its parents (DAG attention), so the
-decoder is a valid mechanism map for the fixed-point iteration (:mod:`cfip_jax.fixed_point`).
+layers; handed to the blocks in this factored form), queries start from P, L adaLN node-attention blocks conditioned
+on C, final LN, Linear(D, 1) → the predicted mechanism value F(z) ``[B, n_q, N]``. Output node i depends on z only
+through its parents (DAG attention), so the decoder is a valid mechanism map for the fixed-point iteration
+(:mod:`cfip_jax.fixed_point`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,145 @@
+"""Checkpoints: exact resume after an interrupt, fallback from a corrupt checkpoint, config checks, non-finite loss."""
+
+import glob
+import os
+import shutil
+import signal
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+
+from cfip_jax import loop
+from cfip_jax.bench.train import load_config
+from cfip_jax.checkpoint import StageCheckpointer
+from cfip_jax.parallel import to_host
+
+if not jax.config.jax_compilation_cache_dir:  # the SCM sampler takes seconds to compile: share programs across runs
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+STEPS = 6
+
+
+def tiny_config(**overrides):
+    c = load_config("test")
+    c.encoder.steps = STEPS
+    c.checkpoint_every = 2
+    c.log_every = 1
+    for key, value in overrides.items():
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def train_encoder(config, workdir, hooks=()):
+    return loop.run(config, str(workdir), ("encoder",), hooks=hooks)["encoder"]
+
+
+def saved_steps(workdir, stage="encoder"):
+    return sorted(int(s) for s in os.listdir(os.path.join(workdir, stage, "checkpoints")) if s.isdigit())
+
+
+def assert_states_equal(a, b):
+    a, b = to_host(a), to_host(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of STEPS encoder steps: (workdir, final state)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    return workdir, train_encoder(tiny_config(), workdir)
+
+
+def test_interrupted_run_resumes_bit_identically(reference, tmp_path, capsys):
+    _, full = reference
+    assert int(to_host(full.step)) == STEPS
+
+    def sigint_after(k):
+        def hook(stage, done):
+            if done == k:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C: handled between steps
+
+        return hook
+
+    def keyboard_interrupt_after(k):
+        def hook(stage, done):
+            if done == k:
+                raise KeyboardInterrupt  # an interrupt outside the handler's reach
+
+        return hook
+
+    with pytest.raises(KeyboardInterrupt):
+        train_encoder(tiny_config(), tmp_path, hooks=[sigint_after(1)])
+    assert saved_steps(tmp_path) == [1]
+    assert "checkpoint saved at step 1" in capsys.readouterr().out
+
+    with pytest.raises(KeyboardInterrupt):
+        train_encoder(tiny_config(), tmp_path, hooks=[keyboard_interrupt_after(3)])
+    assert saved_steps(tmp_path) == [2, 3]  # step 2 by schedule, step 3 on the interrupt; keep 2
+    out = capsys.readouterr().out
+    assert "resumed from the checkpoint at step 1" in out and "checkpoint saved at step 3" in out
+
+    resumed = train_encoder(tiny_config(), tmp_path)
+    assert "resumed from the checkpoint at step 3" in capsys.readouterr().out
+    assert_states_equal(resumed, full)  # params, optimiser state, EMA and step
+    assert saved_steps(tmp_path) == [4, 6]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, capsys):
+    ref_dir, full = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    assert saved_steps(workdir) == [4, 6]
+    for path in glob.glob(str(workdir / "encoder" / "checkpoints" / "6" / "state" / "**" / "d" / "*"), recursive=True):
+        with open(path, "r+b") as f:
+            f.truncate(7)
+    resumed = train_encoder(tiny_config(), workdir)
+    out = capsys.readouterr().out
+    assert "step 6" in out and "unreadable" in out
+    assert "resumed from the checkpoint at step 4" in out
+    assert os.listdir(workdir / "encoder" / "corrupt")
+    assert saved_steps(workdir) == [4, 6]
+    assert_states_equal(resumed, full)
+
+
+def test_incompatible_config_is_refused_and_run_length_may_change(reference, tmp_path, capsys):
+    ref_dir, full = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    with pytest.raises(ValueError, match="config field 'encoder.optim.lr' differs"):
+        train_encoder(tiny_config(**{"encoder.optim.lr": 1e-2}), workdir)
+    with pytest.raises(ValueError, match="config field 'data.node_counts' differs"):
+        train_encoder(tiny_config(**{"data.node_counts": (4,), "data.max_nodes": 5}), workdir)
+    assert saved_steps(workdir) == [4, 6]
+    longer = train_encoder(tiny_config(**{"encoder.steps": STEPS + 2, "checkpoint_every": 4}), workdir)
+    assert "resumed from the checkpoint at step 6" in capsys.readouterr().out
+    assert int(to_host(longer.step)) == STEPS + 2
+    assert saved_steps(workdir) == [6, 8]
+    step, loaded = loop.load_state(tiny_config(), str(workdir), "encoder")
+    assert step == STEPS + 2
+    assert_states_equal(loaded, longer)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(**{"checkpoint_every": 1, "encoder.optim.lr": 1e30})
+    with pytest.raises(loop.NonFiniteLossError, match="non-finite .* at step 3.*Last good checkpoint: step 2"):
+        train_encoder(config, tmp_path)
+    assert saved_steps(tmp_path) == [1, 2]
+    step, state = loop.load_state(config, str(tmp_path), "encoder")
+    assert step == 2
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(to_host(state.params)))
+
+
+def test_decoder_stage_needs_the_encoder_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="needs a stage-1 encoder checkpoint"):
+        loop.run(tiny_config(), str(tmp_path), ("decoder",))
+    with StageCheckpointer(str(tmp_path), "decoder", 2) as ckpt:
+        assert ckpt.steps() == []

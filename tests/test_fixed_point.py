@@ -1,0 +1,221 @@
+"""Tests of the fixed-point solvers: exactness with true mechanisms, interventions, abduction, gradients, caching."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.tree_util import Partial
+
+from cfip_jax import fixed_point as fp
+from cfip_jax.nn import CondFiPDecoder, decoder_config, decoder_mechanism
+from cfip_jax.scm import graphs
+from cfip_jax.scm.mechanisms import apply_mechanism
+from cfip_jax.scm.priors import scm_prior
+from cfip_jax.scm.sampler import noise_to_sample, sample_intervention, sample_observational, sample_scm
+
+TRACES = {"linear": 0}
+
+
+def linear_mechanism(weights, bias, adj, z):
+    """f(z)_j = b_j + Σ_i z_i W_ij A_ij, batched: ``weights, adj [..., N, N]``, ``bias [..., N]``, ``z [..., n, N]``."""
+    TRACES["linear"] += 1
+    return bias[..., None, :] + jnp.einsum("...si,...ij->...sj", z, weights * adj)
+
+
+def numpy_linear_solve(weights, bias, adj, noise, intervened=None, values=None):
+    """Exact float64 solution of x = f(x) + ε by a topological sweep (optionally clamping intervened nodes)."""
+    x = np.zeros_like(noise)
+    for b in range(adj.shape[0]):
+        done = np.zeros(adj.shape[-1], bool)
+        while not done.all():
+            for j in np.flatnonzero(~done):
+                parents = adj[b, :, j] != 0
+                if done[parents].all():
+                    x[b, :, j] = bias[b, j] + x[b][:, parents] @ weights[b, parents, j] + noise[b, :, j]
+                    if intervened is not None and intervened[b, j]:
+                        x[b, :, j] = values[b, j]
+                    done[j] = True
+    return x
+
+
+@pytest.fixture(scope="module")
+def linear_scm():
+    rng = np.random.default_rng(0)
+    batch, n, d = 3, 7, 6
+    adj = np.zeros((batch, d, d), np.float32)
+    adj[0, [0, 1, 2, 3, 4], [1, 2, 3, 4, 5]] = 1  # a chain: longest path 5
+    adj[1] = np.triu(rng.random((d, d)) < 0.4, 1)
+    adj[2, 3, 0] = 1  # one edge: longest path 1
+    weights = rng.uniform(0.5, 1.5, size=(batch, d, d)) * rng.choice([-1, 1], size=(batch, d, d))
+    bias = rng.normal(size=(batch, d))
+    noise = rng.normal(size=(batch, n, d))
+    return weights, bias, adj, noise
+
+
+def as_mech(weights, bias, adj):
+    return Partial(linear_mechanism, jnp.asarray(weights, jnp.float32), jnp.asarray(bias, jnp.float32),
+                   jnp.asarray(adj, jnp.float32))  # fmt: skip
+
+
+def test_linear_scm_exact_in_d_and_depth_steps(linear_scm):
+    weights, bias, adj, noise = linear_scm
+    mech = as_mech(weights, bias, adj)
+    expected = numpy_linear_solve(weights, bias, adj, noise)
+    depth = int(fp.host_longest_path(adj).max())
+    assert depth == 5
+    np.testing.assert_array_equal(fp.host_longest_path(adj), np.asarray(graphs.longest_path(jnp.asarray(adj))))
+    eps = jnp.asarray(noise, jnp.float32)
+    for iterations in (None, "depth", depth + 1):
+        x = fp.generate(mech, eps, adj=adj, iterations=iterations)
+        np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-5, atol=1e-4)
+    short = np.asarray(fp.generate(mech, eps, adj=adj, iterations=depth))
+    assert not np.allclose(short[0], expected[0], atol=1e-3)  # the chain's last node needs depth + 1 steps
+    np.testing.assert_allclose(short[2], expected[2], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(fp.abduct(mech, expected)), noise, rtol=1e-5, atol=1e-4)
+
+
+def test_interventions_clamp_and_counterfactuals(linear_scm):
+    weights, bias, adj, noise = linear_scm
+    mech = as_mech(weights, bias, adj)
+    intervened = np.zeros(adj.shape[:2], bool)
+    intervened[:, 2] = True
+    values = np.full(adj.shape[:2], 1.75)
+    expected = numpy_linear_solve(weights, bias, adj, noise, intervened, values)
+    x_do = np.asarray(fp.intervene(mech, noise, intervened, values, adj=adj, iterations="depth"))
+    np.testing.assert_allclose(x_do, expected, rtol=1e-5, atol=1e-4)
+    assert np.all(x_do[..., 2] == np.float32(1.75))
+    assert not np.allclose(x_do[0, :, 3], numpy_linear_solve(weights, bias, adj, noise)[0, :, 3])  # child moved
+    x = numpy_linear_solve(weights, bias, adj, noise)
+    x_cf = fp.counterfactual(mech, x, intervened, values, adj=adj)
+    np.testing.assert_allclose(np.asarray(x_cf), expected, rtol=1e-5, atol=1e-4)
+    # a [N] intervention broadcasts over the batch
+    x_one = fp.intervene(mech, noise, intervened[0], values[0], adj=adj)
+    np.testing.assert_allclose(np.asarray(x_one), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("func", ["linear", "rff"])
+def test_oracle_reproduces_the_sampler(func):
+    """With the true mechanism as T, the solver reproduces the SCM sampler's samples, interventions, noise."""
+    scm = sample_scm(jax.random.key(3), scm_prior("er", func, "gaussian"), 6, max_nodes=8)
+    x, eps = sample_observational(jax.random.key(4), scm, 16)
+    mech = Partial(apply_mechanism, scm.mechanism, scm.adj)
+    depth = int(fp.host_longest_path(np.asarray(scm.adj)))
+    assert depth >= 1
+    for iterations in (None, "depth"):
+        got = fp.generate(mech, eps, adj=scm.adj, node_mask=scm.node_mask, iterations=iterations)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(fp.abduct(mech, x)), np.asarray(eps), rtol=1e-5, atol=1e-5)
+    intervened, values = sample_intervention(jax.random.key(5), x, scm.node_mask)
+    x_do = noise_to_sample(scm, eps, intervened=intervened, values=values)
+    got = fp.intervene(mech, eps, intervened, values, adj=scm.adj, iterations="depth")
+    np.testing.assert_allclose(np.asarray(got), np.asarray(x_do), rtol=1e-5, atol=1e-5)
+    got = fp.counterfactual(mech, x, intervened, values, adj=scm.adj, node_mask=scm.node_mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(x_do), rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_through_the_scan_matches_closed_form(linear_scm):
+    """x = (ε + b)(I − W∘A)⁻¹ for a linear SCM: reverse mode through the scan gives its gradient."""
+    weights, bias, adj, noise = linear_scm
+    w, b, a, eps = (jnp.asarray(t, jnp.float32) for t in (weights, bias, adj, noise))
+
+    def loss_scan(w):
+        return jnp.sum(jnp.sin(fp.generate(Partial(linear_mechanism, w, b, a), eps, adj=adj, iterations="depth")))
+
+    def loss_closed(w):
+        eye = jnp.eye(a.shape[-1])
+        x = jnp.linalg.solve(jnp.swapaxes(eye - w * a, -1, -2), jnp.swapaxes(eps + b[:, None, :], -1, -2))
+        return jnp.sum(jnp.sin(jnp.swapaxes(x, -1, -2)))
+
+    np.testing.assert_allclose(float(loss_scan(w)), float(loss_closed(w)), rtol=1e-5)
+    g_scan, g_closed = jax.grad(loss_scan)(w), jax.grad(loss_closed)(w)
+    np.testing.assert_allclose(np.asarray(g_scan), np.asarray(g_closed), rtol=1e-4, atol=1e-4)
+    assert float(jnp.abs(g_scan).max()) > 0
+
+
+def test_traced_graph_uses_a_bounded_scan(linear_scm):
+    """Inside jit (adj a tracer) the depth is found on device; results and gradients match the host path."""
+    weights, bias, adj, noise = linear_scm
+    w, b, eps = (jnp.asarray(t, jnp.float32) for t in (weights, bias, noise))
+
+    @jax.jit
+    def run(w, a):
+        return fp.generate(Partial(linear_mechanism, w, b, a), eps, adj=a, iterations="depth")
+
+    host = fp.generate(Partial(linear_mechanism, w, b, jnp.asarray(adj)), eps, adj=adj, iterations="depth")
+    np.testing.assert_allclose(np.asarray(run(w, jnp.asarray(adj))), np.asarray(host), rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda w: jnp.sum(run(w, jnp.asarray(adj)) ** 2))(w)
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+
+
+def test_no_recompilation_for_new_values(linear_scm):
+    weights, bias, adj, noise = linear_scm
+    eps = jnp.asarray(noise, jnp.float32)
+    fp.generate(as_mech(weights, bias, adj), eps, adj=adj)
+    before = TRACES["linear"]
+    fp.generate(as_mech(weights * 0.5, bias + 1.0, adj), eps + 1.0, adj=adj)  # new values, same shapes and steps
+    assert TRACES["linear"] == before
+    fp.intervene(as_mech(weights, bias, adj), eps, np.eye(6, dtype=bool)[1], np.ones(6), adj=adj)
+    after_first = TRACES["linear"]
+    fp.intervene(as_mech(weights, bias, adj), eps, np.eye(6, dtype=bool)[4], np.zeros(6), adj=adj)
+    assert TRACES["linear"] == after_first
+
+
+def test_decoder_mechanism_fixed_point_and_caching():
+    """The decoder is DAG-structured, so depth + 1 steps reach its exact fixed point; one compilation per shape."""
+    rng = np.random.default_rng(1)
+    batch, n, d, pad = 2, 6, 5, 1
+    adj = np.zeros((batch, d + pad, d + pad), np.float32)
+    adj[:, :d, :d] = np.triu(rng.random((batch, d, d)) < 0.6, 1)
+    node_mask = np.arange(d + pad) < d
+    node_mask = np.broadcast_to(node_mask, (batch, d + pad))
+    noise = rng.normal(size=(batch, n, d + pad)).astype(np.float32) * node_mask[:, None, :]
+    model = CondFiPDecoder(decoder_config("small"))
+    enc = jnp.asarray(rng.normal(size=(batch, n, d + pad, 64)), jnp.float32)
+    params = model.init(jax.random.key(0), noise, enc, adj, node_mask)
+    embed = jax.jit(lambda p, e: model.apply(p, e, adj, node_mask, method="embed"))
+    mech = decoder_mechanism(model, params, embed(params, enc), adj, node_mask)
+    x_d = fp.generate(mech, noise, adj=adj, node_mask=node_mask)
+    x_depth = fp.generate(mech, noise, adj=adj, iterations="depth")
+    np.testing.assert_allclose(np.asarray(x_depth), np.asarray(x_d), rtol=1e-5, atol=1e-5)
+    residual = np.asarray(x_d - (mech(x_d) + noise))
+    np.testing.assert_allclose(residual, 0.0, atol=1e-5)  # a fixed point of z ↦ T(z) + ε
+    assert np.all(np.asarray(x_d)[..., d:] == 0.0)
+    cache = fp._solve._cache_size()
+    params2 = jax.tree.map(lambda t: t * 1.1, params)
+    mech2 = decoder_mechanism(model, params2, embed(params2, enc * 2.0), adj, node_mask)
+    x2 = fp.generate(mech2, noise, adj=adj, node_mask=node_mask)
+    assert fp._solve._cache_size() == cache
+    assert not np.allclose(np.asarray(x2), np.asarray(x_d))
+
+
+def test_bad_inputs_raise(linear_scm):
+    weights, bias, adj, noise = linear_scm
+    mech = as_mech(weights, bias, adj)
+    cyclic = adj.copy()
+    cyclic[0, 5, 0] = 1
+    loop = adj.copy()
+    loop[1, 2, 2] = 1
+    nonbinary = adj * 0.5
+    nan_noise = noise.copy()
+    nan_noise[0, 0, 0] = np.nan
+    cases = [
+        (dict(adj=cyclic), "cyclic"),
+        (dict(adj=loop), "self-loop"),
+        (dict(adj=nonbinary), "binary"),
+        (dict(adj=adj[:, :5, :]), "square"),
+        (dict(adj=adj[:, :5, :5]), "5 nodes"),
+        (dict(iterations="depth"), "needs the graph"),
+        (dict(adj=adj, iterations="deep"), "iterations"),
+        (dict(adj=adj, iterations=-1), "iterations"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fp.generate(mech, noise, **kwargs)
+    with pytest.raises(ValueError, match="NaN"):
+        fp.generate(mech, nan_noise)
+    with pytest.raises(ValueError, match="intervened"):
+        fp.intervene(mech, noise, np.ones(5, bool), np.ones(6))
+    with pytest.raises(ValueError, match="inf"):
+        fp.counterfactual(mech, noise, np.ones(6, bool), np.full(6, np.inf))
+    with pytest.raises(ValueError, match="callable"):
+        fp.abduct(3.0, noise)
