@@ -1,0 +1,275 @@
+"""The functional API for notebooks: ``CondFiP`` infers an SCM from data and a graph, zero-shot.
+
+    model = CondFiP.load("workdir/default")          # or CondFiP.pretrained()
+    scm = model.fit(df, [("PKA", "praf"), ...])     # DataFrame + edge list (or adjacency / networkx.DiGraph)
+    scm.sample(400, jax.random.key(0))              # new observational samples, a DataFrame like df
+    scm.intervene({"PKA": 2.0}, 400, jax.random.key(1))
+    scm.counterfactual(df, {"PKA": 2.0})
+
+Graphs: an adjacency matrix with ``adj[i, j] = 1`` ⇔ edge ``i -> j`` (row = parent, column = child, as
+``networkx.to_numpy_array``), a ``networkx.DiGraph`` or a list of ``(parent, child)`` pairs (names or indices).
+Nodes are addressed by name (DataFrame columns or ``nodes=``) or by index. Results come back in the user's units and
+type: DataFrame in, DataFrame out; NumPy in, NumPy out; JAX in, JAX out.
+
+Everything is validated on the host before any tracing; bad input raises one ``ValueError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cfip_jax import fixed_point, model_io
+from cfip_jax import validation as V
+from cfip_jax.eval.tasks import _condition, _unbatched
+from cfip_jax.nn.decoder import decoder_mechanism
+
+NOISE_MODELS = ("gaussian", "empirical")
+PRETRAINED = "cfip_jax.assets.pretrained"
+
+
+def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...], str]:
+    kind = "numpy"
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # pandas DataFrame
+        kind = "pandas"
+        if nodes is None:
+            nodes = [str(c) for c in data.columns]
+        data = data.to_numpy(dtype=np.float64)
+    elif isinstance(data, jax.Array):
+        kind = "jax"
+    arr = V.check_data(np.asarray(data, dtype=np.float64), "data")
+    if arr.ndim != 2:
+        raise ValueError(f"data must have shape [n, d], got {arr.shape}")
+    d = arr.shape[1]
+    names = tuple(str(v) for v in (nodes if nodes is not None else range(d)))
+    if len(names) != d:
+        raise ValueError(f"{len(names)} node names given for data with {d} columns")
+    if len(set(names)) != d:
+        raise ValueError("node names must be unique")
+    return arr, names, kind
+
+
+def _resolve(node: Any, names: Sequence[str]) -> int:
+    if isinstance(node, (int, np.integer)) and not isinstance(node, bool):
+        if not 0 <= int(node) < len(names):
+            raise ValueError(f"node index {node} is not in the graph (0..{len(names) - 1})")
+        return int(node)
+    if str(node) in names:
+        return list(names).index(str(node))
+    raise ValueError(f"unknown node {node!r}; nodes: {', '.join(names)}")
+
+
+def graph_to_adjacency(graph: Any, names: Sequence[str]) -> np.ndarray:
+    """An adjacency matrix ``[d, d]`` (``adj[i, j] = 1`` ⇔ ``i -> j``) from any supported graph form, validated.
+
+    Accepted: a NumPy/JAX array or a list of d lists of d numbers (adjacency), a ``networkx.DiGraph`` (nodes named as
+    the data's, or indices), or a list of ``(parent, child)`` tuples.
+    """
+    d = len(names)
+    if hasattr(graph, "edges") and hasattr(graph, "is_directed"):  # networkx
+        if not graph.is_directed():
+            raise ValueError("graph must be a directed graph (networkx.DiGraph)")
+        for node in graph.nodes:
+            _resolve(node, names)
+        graph = [tuple(e) for e in graph.edges]
+    is_matrix = (
+        isinstance(graph, (list, tuple))
+        and len(graph) == d
+        and all(isinstance(row, list) and len(row) == d for row in graph)
+    )
+    if isinstance(graph, (list, tuple)) and not is_matrix:
+        adj = np.zeros((d, d), np.float32)
+        for edge in graph:
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+                raise ValueError(f"edges must be (parent, child) pairs, got {edge!r}")
+            adj[_resolve(edge[0], names), _resolve(edge[1], names)] = 1.0
+        return V.check_dag(adj, "graph", d)
+    return V.check_dag(np.asarray(graph), "graph", d)
+
+
+def _wrap(x: np.ndarray | jax.Array, names: Sequence[str], kind: str):
+    if kind == "pandas":
+        import pandas as pd
+
+        return pd.DataFrame(np.asarray(x), columns=list(names))
+    if kind == "jax":
+        return jnp.asarray(x)
+    return np.asarray(x)
+
+
+@flax.struct.dataclass
+class InferredSCM:
+    """An SCM inferred by Cond-FiP from one dataset: a pure pytree (jit-friendly); arrays in standardised units inside.
+
+    Attributes:
+      mechanism_fn: the conditioned decoder ``T: z [n, d] -> [n, d]`` (standardised units).
+      adj: ``[d, d]`` graph.
+      mean, std: ``[d]`` the data's per-node mean and std (ddof = 1): the map to the user's units.
+      noise_data: ``[n, d]`` the standardised noise abducted from the fitted data, ``x − T(x)``.
+      nodes: node names (static).
+      kind: the input type results are returned as: ``"numpy"``, ``"pandas"`` or ``"jax"`` (static).
+      noise_model: ``"gaussian"`` (a Gaussian per node fitted to the abducted noise) or ``"empirical"`` (resampling the
+        abducted noise per node) for :meth:`sample` and :meth:`intervene` (static).
+    """
+
+    mechanism_fn: Any
+    adj: jax.Array
+    mean: jax.Array
+    std: jax.Array
+    noise_data: jax.Array
+    nodes: tuple[str, ...] = flax.struct.field(pytree_node=False)
+    kind: str = flax.struct.field(pytree_node=False, default="numpy")
+    noise_model: str = flax.struct.field(pytree_node=False, default="gaussian")
+
+    # -- unit conversions ------------------------------------------------------------------------------------------
+    def _std(self, x) -> jax.Array:
+        return (jnp.asarray(x, jnp.float32) - self.mean) / self.std
+
+    def _raw(self, z) -> jax.Array:
+        return z * self.std + self.mean
+
+    def _input(self, x, name: str) -> jax.Array:
+        arr, _, _ = _to_numpy_data(x, self.nodes if hasattr(x, "columns") else None)
+        if arr.shape[1] != len(self.nodes):
+            raise ValueError(f"{name} has {arr.shape[1]} columns but the SCM has {len(self.nodes)} nodes")
+        if hasattr(x, "columns") and tuple(map(str, x.columns)) != self.nodes:
+            raise ValueError(f"{name} columns {list(map(str, x.columns))} differ from the SCM's nodes")
+        return self._std(arr)
+
+    def _intervention(self, values: Mapping[Any, float]) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(values, Mapping) or not values:
+            raise ValueError("interventions must be a non-empty mapping {node: value}")
+        mask = np.zeros(len(self.nodes), bool)
+        vals = np.zeros(len(self.nodes), np.float32)
+        for node, value in values.items():
+            i = _resolve(node, self.nodes)
+            value = float(value)
+            if not np.isfinite(value):
+                raise ValueError(f"intervention value for {self.nodes[i]} is not finite")
+            mask[i] = True
+            vals[i] = (value - float(self.mean[i])) / float(self.std[i])
+        return mask, vals
+
+    def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
+        n = V.check_int(n, "n", minimum=1)
+        if self.noise_model == "gaussian":
+            mu = self.noise_data.mean(0)
+            sd = self.noise_data.std(0, ddof=1)
+            return mu + sd * jax.random.normal(key, (n, len(self.nodes)))
+        keys = jax.random.split(key, len(self.nodes))
+        idx = jax.vmap(lambda k: jax.random.randint(k, (n,), 0, self.noise_data.shape[0]))(keys)  # [d, n]
+        return jnp.take_along_axis(self.noise_data, idx.T, axis=0)
+
+    # -- the public verbs ----------------------------------------------------------------------------------------
+    def mechanism(self, z):
+        """The inferred mechanisms F(z) (noiseless), in the user's units: ``z [n, d] -> [n, d]``."""
+        return _wrap(self._raw(self.mechanism_fn(self._input(z, "z"))), self.nodes, self.kind)
+
+    def noise(self, x):
+        """Abducted noise ``x − F(x)`` in the user's units (not centred): ``x [n, d] -> [n, d]``."""
+        eps = fixed_point.abduct(self.mechanism_fn, self._input(x, "x"))
+        return _wrap(eps * self.std, self.nodes, self.kind)
+
+    def generate(self, noise):
+        """Samples from given noise (user's units, as returned by :meth:`noise`): the fixed point x = F(x) + noise."""
+        arr, _, _ = _to_numpy_data(noise, None)
+        if arr.shape[1] != len(self.nodes):
+            raise ValueError(f"noise has {arr.shape[1]} columns but the SCM has {len(self.nodes)} nodes")
+        z = fixed_point.generate(self.mechanism_fn, jnp.asarray(arr / self.std, jnp.float32), adj=self.adj,
+                                 iterations="depth")  # fmt: skip
+        return _wrap(self._raw(z), self.nodes, self.kind)
+
+    def sample(self, n: int, key: jax.Array):
+        """``n`` new observational samples (new noise from the per-node noise model)."""
+        z = fixed_point.generate(self.mechanism_fn, self._fresh_noise(n, key), adj=self.adj, iterations="depth")
+        return _wrap(self._raw(z), self.nodes, self.kind)
+
+    def intervene(self, values: Mapping[Any, float], n: int, key: jax.Array):
+        """``n`` samples under the hard intervention do(node = value, …) (nodes by name or index, user's units)."""
+        mask, vals = self._intervention(values)
+        z = fixed_point.intervene(self.mechanism_fn, self._fresh_noise(n, key), mask, vals, adj=self.adj,
+                                  iterations="depth")  # fmt: skip
+        return _wrap(self._raw(z), self.nodes, self.kind)
+
+    def counterfactual(self, x, values: Mapping[Any, float]):
+        """Counterfactuals of factual rows ``x`` under do(node = value, …): same abducted noise, intervened SCM."""
+        mask, vals = self._intervention(values)
+        z = fixed_point.counterfactual(self.mechanism_fn, self._input(x, "x"), mask, vals, adj=self.adj,
+                                       iterations="depth")  # fmt: skip
+        return _wrap(self._raw(z), self.nodes, self.kind)
+
+    def with_noise_model(self, noise_model: str) -> InferredSCM:
+        """The same SCM with another noise model for :meth:`sample` / :meth:`intervene`."""
+        V.check_choice(noise_model, NOISE_MODELS, "noise model")
+        return self.replace(noise_model=noise_model)
+
+
+class CondFiP:
+    """A trained Cond-FiP model: encoder and decoder with their EMA parameters."""
+
+    def __init__(self, model: model_io.TrainedModel):
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CondFiP:
+        """Load an exported model directory (``model.json`` + ``params.npz``) or a ``train.py`` workdir."""
+        return cls(model_io.load(path))
+
+    @classmethod
+    def pretrained(cls) -> CondFiP:
+        """The model shipped inside the package (no network needed)."""
+        path = importlib.resources.files(PRETRAINED)
+        if not path.joinpath(model_io.EXPORT_PARAMS).is_file():
+            raise ValueError("this installation ships no pretrained model")
+        with importlib.resources.as_file(path) as directory:
+            return cls(model_io.load_export(directory))
+
+    @property
+    def info(self) -> dict:
+        """Provenance of the weights (training config, steps, …)."""
+        return self.model.info
+
+    def fit(self, data: Any, graph: Any, *, nodes: Sequence[str] | None = None, noise_model: str = "gaussian"):
+        """Infer the SCM of ``data`` with causal graph ``graph``, zero-shot (no gradient step).
+
+        Args:
+          data: ``[n, d]`` samples: NumPy array, pandas DataFrame (its columns name the nodes) or JAX array.
+          graph: adjacency ``[d, d]`` (``adj[i, j] = 1`` ⇔ ``i -> j``), ``networkx.DiGraph`` or ``(parent, child)``
+            pairs.
+          nodes: node names (default: DataFrame columns or ``0..d-1``).
+          noise_model: ``"gaussian"`` or ``"empirical"`` (see :class:`InferredSCM`).
+
+        Returns:
+          The :class:`InferredSCM`.
+        """
+        V.check_choice(noise_model, NOISE_MODELS, "noise model")
+        arr, names, kind = _to_numpy_data(data, nodes)
+        std = arr.std(axis=0, ddof=1)
+        constant = [names[j] for j in np.flatnonzero(std == 0)]
+        if constant:
+            raise ValueError(f"constant column(s): {', '.join(constant)}")
+        adj = graph_to_adjacency(graph, names)
+        mean = arr.mean(axis=0)
+        z = jnp.asarray((arr - mean) / std, jnp.float32)
+        m = self.model
+        adj_b = jnp.asarray(adj)[None]
+        cond = _condition(m.encoder, m.decoder, m.encoder_params, m.decoder_params, z[None], adj_b)
+        mech = jax.tree_util.Partial(_unbatched, decoder_mechanism(m.decoder, m.decoder_params, cond, adj_b, None))
+        noise = fixed_point.abduct(mech, z)
+        return InferredSCM(
+            mechanism_fn=mech,
+            adj=jnp.asarray(adj),
+            mean=jnp.asarray(mean, jnp.float32),
+            std=jnp.asarray(std, jnp.float32),
+            noise_data=noise,
+            nodes=names,
+            kind=kind,
+            noise_model=noise_model,
+        )
