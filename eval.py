@@ -1,6 +1,7 @@
 """Evaluate Cond-FiP and per-dataset baselines with the paper's protocol.
 
 Examples:
+  python eval.py --real sachs,ecoli --out results/real     # the shipped pretrained model and every baseline
   python eval.py --checkpoint workdir/default --data-dir ../shared/data/reference-sample --out results/ref
   python eval.py --checkpoint workdir/default --suite paper --suite-d 10,20,50 --out results/paper
   python eval.py --checkpoint workdir/default --real sachs,ecoli --out results/real
@@ -30,7 +31,7 @@ def _ints(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval.py", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", help="training workdir or exported model directory (needed for cond-fip)")
+    p.add_argument("--checkpoint", help="training workdir or exported model directory (default: the shipped model)")
     p.add_argument("--data-dir", help="evaluate every dataset directory below DIR (reference format)")
     p.add_argument("--suite", help=f"synthetic suite: {', '.join(runner.SUITES)}")
     p.add_argument("--suite-d", type=_ints, default=[10, 20, 50], help="node counts of the suite (default 10,20,50)")
@@ -53,13 +54,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in real:
         if name not in runner.REAL:
             p.error(f"unknown real dataset {name!r}; valid: {', '.join(runner.REAL)}")
-    default_methods = METHODS if args.checkpoint else tuple(runner.BASELINES)
-    names = [m for m in (args.methods.split(",") if args.methods else default_methods) if m]
+    names = [m for m in (args.methods.split(",") if args.methods else METHODS) if m]
     for name in names:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
-    if "cond-fip" in names and not args.checkpoint:
-        p.error("method cond-fip needs --checkpoint")
     if args.interventions is not None and args.interventions < 0:
         p.error("--interventions must be >= 0")
     methods = []
@@ -68,9 +66,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             from cfip_jax import model_io
 
             try:
-                methods.append(tasks.cond_fip_method(model_io.load(args.checkpoint)))
+                model = model_io.load(args.checkpoint) if args.checkpoint else model_io.load_pretrained()
             except ValueError as err:
                 p.error(f"--checkpoint: {err}")
+            methods.append(tasks.cond_fip_method(model))
         else:
             methods.append(runner.BASELINES[name])
     records = runner.run(

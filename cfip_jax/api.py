@@ -16,7 +16,6 @@ Everything is validated on the host before any tracing; bad input raises one ``V
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +31,6 @@ from cfip_jax.eval.tasks import _condition, _unbatched
 from cfip_jax.nn.decoder import decoder_mechanism
 
 NOISE_MODELS = ("gaussian", "empirical")
-PRETRAINED = "cfip_jax.assets.pretrained"
 
 
 def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...], str]:
@@ -225,11 +223,7 @@ class CondFiP:
     @classmethod
     def pretrained(cls) -> CondFiP:
         """The model shipped inside the package (no network needed)."""
-        path = importlib.resources.files(PRETRAINED)
-        if not path.joinpath(model_io.EXPORT_PARAMS).is_file():
-            raise ValueError("this installation ships no pretrained model")
-        with importlib.resources.as_file(path) as directory:
-            return cls(model_io.load_export(directory))
+        return cls(model_io.load_pretrained())
 
     @property
     def info(self) -> dict:

@@ -12,6 +12,7 @@ A :class:`TrainedModel` holds the two networks and their EMA parameters (what va
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import os
 import pathlib
@@ -29,6 +30,7 @@ from cfip_jax.nn.encoder import DatasetEncoder
 
 EXPORT_CONFIG = "model.json"
 EXPORT_PARAMS = "params.npz"
+PRETRAINED = "cfip_jax.assets.pretrained"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +130,15 @@ def load_export(path: str | os.PathLike) -> TrainedModel:
         trees["decoder"],
         meta.get("info", {}),
     )
+
+
+def load_pretrained() -> TrainedModel:
+    """The model shipped inside the package (``cfip_jax/assets/pretrained``; see MODEL_CARD.md)."""
+    files = importlib.resources.files(PRETRAINED)
+    if not files.joinpath(EXPORT_PARAMS).is_file():
+        raise ValueError("this installation ships no pretrained model")
+    with importlib.resources.as_file(files) as directory:
+        return load_export(directory)
 
 
 def load(path: str | os.PathLike) -> TrainedModel:

@@ -13,9 +13,13 @@ accumulation) uses ``fold_in(·, m)``; device ``i`` of the ``data`` axis then dr
 ``(seed, step)`` for a given number of devices. (The datasets a step sees therefore depend on the device count; the
 step itself does not: on the same global batch, N devices and 1 device give the same update.)
 
-Gradients: each device computes the ``lax.pmean`` of the loss over ``data`` and differentiates that (the pattern that is
-exact under ``shard_map``'s default ``check_vma=True``); accumulation averages the micro-batch gradients in a
-``lax.scan`` inside the step, so one call is one optimiser step.
+Structure of the compiled training step (:func:`make_train_step`, one ``jax.jit``): the per-device sampler
+(:func:`make_sampler`, a ``shard_map`` with ``check_vma=False``, since the SCM code has no collectives and does not
+annotate its loop carries as device-varying) feeds the per-device update (``shard_map`` with the default
+``check_vma=True``). Each device computes the ``lax.pmean`` of the loss over ``data`` and differentiates that (the
+pattern that gives the full-batch gradient under ``check_vma=True``); accumulation averages the micro-batch gradients
+in a ``lax.scan`` inside the step, so one call is one optimiser step and the optax/schedule step count is the
+optimiser step count.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Small networks (``cfip_jax.nn.configs`` size ``"small"``), SCMs with d = 10 nodes and n = 200 samples (100 context /
 100 query in stage 2), linear and RFF mechanisms on ER / SF-in / SF-out graphs with Gaussian noise, all drawn on
 device inside the training step. The optimiser, schedule shape and EMA rule are the reference's (see
-``configs/paper.py``) with a larger learning rate and a schedule compressed to the run length.
+``configs/paper.py``) with larger learning rates and schedules compressed to the run lengths: the encoder converges in
+a few hundred steps, the decoder gets most of the time. About 5–9 minutes for both stages on 2 cores (compilation
+included); the stage-2 validation RMSE on linear SCMs ends near 0.26, against about 0.78 for predicting zero.
 
 Usage (from the repository root)::
 
@@ -49,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 200  # steps between checkpoints (and one at the end of each stage)
     c.keep_checkpoints = 3  # latest checkpoints kept per stage
     c.log_every = 25  # steps between metrics.jsonl records
-    c.eval_every = 200  # steps between validations of the EMA parameters (0: only at the end of a stage)
+    c.eval_every = 250  # steps between validations of the EMA parameters (0: only at the end of a stage)
 
     c.data = ml_collections.ConfigDict(
         dict(
@@ -75,20 +77,20 @@ def get_config() -> ml_collections.ConfigDict:
     enc = encoder_config("small")
     c.encoder = ml_collections.ConfigDict(
         dict(
-            steps=1000,  # optimiser steps of stage 1
+            steps=300,  # optimiser steps of stage 1
             grad_accum=1,  # micro-batches per optimiser step
             model=enc.as_configdict(),
-            optim=optim(lr=1e-3, weight_decay=5e-4, warmup_steps=100, decay_steps=1000),
+            optim=optim(lr=1e-3, weight_decay=5e-4, warmup_steps=50, decay_steps=300),
             ema=ema(),
         )
     )
     dec = decoder_config("small")
     c.decoder = ml_collections.ConfigDict(
         dict(
-            steps=1000,  # optimiser steps of stage 2
+            steps=800,  # optimiser steps of stage 2
             grad_accum=1,
             model=dec.as_configdict(),
-            optim=optim(lr=1e-3, weight_decay=1e-10, warmup_steps=100, decay_steps=1000),
+            optim=optim(lr=2e-3, weight_decay=1e-10, warmup_steps=100, decay_steps=800),
             ema=ema(),
         )
     )

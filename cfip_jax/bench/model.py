@@ -1,10 +1,12 @@
 """Speed of the networks and of the fixed-point solver on this machine.
 
-``python -m cfip_jax.bench.model [--reps 3] [--sizes reference,small] [--dtype float32] [--skip-generation]``
+``python -m cfip_jax.bench.model [--reps 3] [--sizes reference,small] [--dtype float32] [--skip-generation]
+[--networks encoder,decoder]``
 
 Prints, per configuration, the median forward+backward time of one training step of the encoder (4 datasets,
 n = 400 samples, d = 20 nodes) and of the decoder (200 context / 200 query samples, encoding precomputed) and the
-achieved GFLOP/s (flops from XLA's ``cost_analysis()``); then the time to generate 400 samples with the small decoder
+achieved GFLOP/s (flops from XLA's ``cost_analysis()``) and the mean process CPU time per call (all threads; steadier
+than wall time on a loaded machine); then the time to generate 400 samples with the small decoder
 (conditioning precomputed) at d = 20 and d = 100, with d steps and with longest-path + 1 steps. Ends with one JSON
 line of the figures. The workload matches ``shared/peers/torch_reference.py`` (same sizes, same squared loss).
 """
@@ -58,8 +60,16 @@ def flops(compiled: Any) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def bench_networks(size: str, dtype: str, reps: int, batch: int = 4, n: int = 400, d: int = 20) -> dict[str, float]:
-    """Forward+backward time and GFLOP/s of the encoder and the decoder at one configuration."""
+def bench_networks(
+    size: str,
+    dtype: str,
+    reps: int,
+    batch: int = 4,
+    n: int = 400,
+    d: int = 20,
+    networks: tuple[str, ...] = ("encoder", "decoder"),
+) -> dict[str, float]:
+    """Forward+backward time and GFLOP/s of the encoder and/or the decoder at one configuration."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, n, d)), jnp.float32)
     adj = jnp.asarray(random_dags(rng, batch, d))
@@ -81,14 +91,19 @@ def bench_networks(size: str, dtype: str, reps: int, batch: int = 4, n: int = 40
 
     out = {}
     for name, loss, params in (("encoder", enc_loss, enc_params), ("decoder", dec_loss, dec_params)):
+        if name not in networks:
+            continue
         step = jax.jit(jax.value_and_grad(loss))
         start = time.perf_counter()
         compiled = step.lower(params).compile()
         compile_s = time.perf_counter() - start
+        cpu_start = time.process_time()
         seconds = median_time(lambda compiled=compiled, params=params: compiled(params), reps)
+        cpu_s = (time.process_time() - cpu_start) / (reps + 1)
         gflop = flops(compiled) / 1e9
         out[f"{name}_params"] = count_params(params)
         out[f"{name}_fwd_bwd_s"] = round(seconds, 4)
+        out[f"{name}_fwd_bwd_cpu_s"] = round(cpu_s, 4)
         out[f"{name}_fwd_bwd_gflop"] = round(gflop, 1)
         out[f"{name}_fwd_bwd_gflops_per_s"] = round(gflop / seconds, 1)
         out[f"{name}_compile_s"] = round(compile_s, 1)
@@ -125,10 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="reference,small")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--networks", default="encoder,decoder", help="comma-separated subset of encoder,decoder")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"jax": jax.__version__, "backend": jax.default_backend(), "dtype": args.dtype}
     for size in args.sizes.split(","):
-        figures = bench_networks(size, args.dtype, args.reps)
+        figures = bench_networks(size, args.dtype, args.reps, networks=tuple(args.networks.split(",")))
         for key, value in figures.items():
             print(f"{size:9s} {key:32s} {value}", flush=True)
         prefix = "" if size == "reference" else f"{size}_"

@@ -15,6 +15,8 @@ a softmax nor a softmax with a null logit (that would be exp(s)/(1 + Σ exp(s)))
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -42,8 +44,47 @@ def dag_attention_weights(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), jnp.exp(-shift))
 
 
+def _dag_attention_fwd(q, k, v, mask):
+    """Forward of :func:`_dag_attention` with the residuals of its backward pass."""
+    s = jnp.einsum("bshid,bshjd->bshij", q, k, preferred_element_type=jnp.float32)
+    row_max = jnp.max(jnp.where(mask, s, -jnp.inf), axis=-1, keepdims=True)
+    shift = jnp.maximum(row_max, 0.0)
+    e = jnp.where(mask, jnp.exp(jnp.where(mask, s, 0.0) - shift), 0.0)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    floor = jnp.exp(-shift)
+    w = e / jnp.maximum(total, floor)
+    out = jnp.einsum("bshij,bshjd->bshid", w.astype(v.dtype), v, preferred_element_type=jnp.float32).astype(v.dtype)
+    # ∂ max(Σ, floor) / ∂Σ, with jnp.maximum's convention (1/2) at a tie.
+    slope = jnp.where(total > floor, 1.0, jnp.where(total == floor, 0.5, 0.0))
+    return out, (q, k, v, w, slope, out, mask)
+
+
+@jax.custom_vjp
+def _dag_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    return _dag_attention_fwd(q, k, v, mask)[0]
+
+
+def _dag_attention_bwd(residuals, d_out):
+    """dS = W ⊙ (dP − slope · rowsum(dO ⊙ O)) (the shift is a constant: it cancels in W)."""
+    q, k, v, w, slope, out, mask = residuals
+    dv = jnp.einsum("bshij,bshid->bshjd", w.astype(d_out.dtype), d_out, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bshid,bshjd->bshij", d_out, v, preferred_element_type=jnp.float32)
+    row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = w * (dp - slope * row)
+    dq = jnp.einsum("bshij,bshjd->bshid", ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bshij,bshid->bshjd", ds.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+_dag_attention.defvjp(lambda q, k, v, mask: _dag_attention_fwd(q, k, v, mask), _dag_attention_bwd)
+
+
 def dag_attention_heads(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float = 1.0) -> jax.Array:
     """Graph-masked attention along the node axis, head-major layout.
+
+    Same weights as :func:`dag_attention_weights`; the backward pass is hand-written (custom VJP) from the saved
+    weights, dS = W ⊙ (dP − rowsum(dO ⊙ O)) on rows where Σ exp(s) > 1 and W ⊙ dP elsewhere, which saves several
+    elementwise passes over the scores compared with differentiating the masked normalisation.
 
     Args:
       q: ``[B, n, H, N, d]`` queries (``n`` may be 1 and broadcast against ``k``).
@@ -53,31 +94,100 @@ def dag_attention_heads(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
       scale: multiplies the scores (1 when already folded into the query projection).
 
     Returns:
-      ``[B, n, H, N, d_v]``; exactly zero for nodes without parents.
+      ``[B, n, H, N, d_v]`` in ``v.dtype``; exactly zero for nodes without parents.
     """
-    q = jnp.broadcast_to(q, k.shape[:2] + q.shape[2:])
-    scores = jnp.einsum("bshid,bshjd->bshij", q, k, preferred_element_type=jnp.float32)
     if scale != 1.0:
-        scores = scores * scale
-    w = dag_attention_weights(scores, mask[:, None, None, :, :])
-    return jnp.einsum("bshij,bshjd->bshid", w.astype(v.dtype), v)
+        q = q * jnp.asarray(scale, q.dtype)
+    q = jnp.broadcast_to(q, k.shape[:2] + q.shape[2:])
+    mask = jnp.broadcast_to(mask.astype(bool)[:, None, None, :, :], k.shape[:3] + mask.shape[-2:])
+    return _dag_attention(q, k, v, mask)
+
+
+# Score elements per chunk of the sample-attention loop (~2.5 MB in float32, a few [n, n] matrices): small enough to
+# stay in cache between the score product, the softmax and the value product.
+_CHUNK_SCORES = 640_000
+
+
+def _largest_divisor_at_most(total: int, limit: int) -> int:
+    return max(c for c in range(1, max(1, min(total, limit)) + 1) if total % c == 0)
+
+
+def _softmax_attention_chunk(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``[b, n, d]`` chunk → (output ``[b, n, d_v]`` in ``v.dtype``, log-sum-exp of the scores ``[b, n, 1]`` f32)."""
+    s = jnp.einsum("bqd,bkd->bqk", q, k, preferred_element_type=jnp.float32)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    out = jnp.einsum("bqk,bkd->bqd", e.astype(v.dtype), v, preferred_element_type=jnp.float32) / total
+    return out.astype(v.dtype), m + jnp.log(total)
+
+
+def _softmax_attention_chunk_grad(
+    q: jax.Array, k: jax.Array, v: jax.Array, out: jax.Array, lse: jax.Array, d_out: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Gradients of one chunk, recomputing the weights P = exp(s − lse); dS = P ⊙ (dP − rowsum(dO ⊙ O))."""
+    s = jnp.einsum("bqd,bkd->bqk", q, k, preferred_element_type=jnp.float32)
+    p = jnp.exp(s - lse)
+    dv = jnp.einsum("bqk,bqd->bkd", p.astype(d_out.dtype), d_out, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bqd,bkd->bqk", d_out, v, preferred_element_type=jnp.float32)
+    row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = p * (dp - row)
+    dq = jnp.einsum("bqk,bkd->bqd", ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bqk,bqd->bkd", ds.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+def _split(x: jax.Array, chunks: int) -> jax.Array:
+    return x.reshape((chunks, x.shape[0] // chunks) + x.shape[1:])
+
+
+def _merge(x: jax.Array) -> jax.Array:
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _chunked_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, chunks: int) -> jax.Array:
+    return _chunked_softmax_attention_fwd(q, k, v, chunks)[0]
+
+
+def _chunked_softmax_attention_fwd(q, k, v, chunks):
+    out, lse = jax.lax.map(
+        lambda t: _softmax_attention_chunk(*t), (_split(q, chunks), _split(k, chunks), _split(v, chunks))
+    )
+    out = _merge(out)
+    return out, (q, k, v, out, _merge(lse))
+
+
+def _chunked_softmax_attention_bwd(chunks, residuals, d_out):
+    parts = tuple(_split(t, chunks) for t in residuals + (d_out,))
+    return tuple(_merge(g) for g in jax.lax.map(lambda t: _softmax_attention_chunk_grad(*t), parts))
+
+
+_chunked_softmax_attention.defvjp(_chunked_softmax_attention_fwd, _chunked_softmax_attention_bwd)
 
 
 def sample_attention_heads(q: jax.Array, k: jax.Array, v: jax.Array, scale: float = 1.0) -> jax.Array:
     """Unmasked softmax attention along the sample axis, head-major layout.
 
+    Evaluated flash-attention style: the ``B·N·H`` independent ``[n, n]`` problems run in a loop over chunks of a
+    few (the score matrices stay in cache instead of making several passes over a ``[B, N, H, n, n]`` array), the
+    softmax normalisation is applied to the ``[n, d]`` output, and the backward pass recomputes the weights from the
+    saved log-sum-exp (custom VJP) instead of storing them. Equal to softmax(q·kᵀ·scale)·v up to float rounding.
+
     Args:
-      q, k, v: ``[B, N, H, n, d]`` (softmax in float32).
+      q, k, v: ``[B, N, H, n, d]`` (scores and softmax in float32, products in the inputs' dtype).
       scale: multiplies the scores (1 when already folded into the query projection).
 
     Returns:
-      ``[B, N, H, n, d]``.
+      ``[B, N, H, n, d]`` in ``v.dtype``.
     """
-    scores = jnp.einsum("bihqd,bihkd->bihqk", q, k, preferred_element_type=jnp.float32)
     if scale != 1.0:
-        scores = scores * scale
-    w = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("bihqk,bihkd->bihqd", w.astype(v.dtype), v)
+        q = q * jnp.asarray(scale, q.dtype)
+    shape, n = v.shape, q.shape[-2]
+    flat = lambda t: t.reshape((-1,) + t.shape[-2:])  # noqa: E731
+    q, k, v = flat(q), flat(k), flat(v)
+    chunks = q.shape[0] // _largest_divisor_at_most(q.shape[0], max(1, _CHUNK_SCORES // (n * k.shape[-2])))
+    return _chunked_softmax_attention(q, k, v, chunks).reshape(shape)
 
 
 def dag_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

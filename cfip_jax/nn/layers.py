@@ -9,8 +9,9 @@ biases, the MLP and its LayerNorm, and for adaLN the Linear(D, 6D) modulation) b
 equal, cheaper order:
 
 - Pre-LN self-attention: LN_q, LN_k and LN_v of the same input share their normalised input x̂, so
-  (x̂γ + β)W + b = x̂(diag(γ)W) + (βW + b) and the three projections become one matrix product with a D × 3·H·d_k
-  matrix (the 1/√d_k score scale folded into the query part).
+  (x̂γ + β)W + b = x̂(diag(γ)W) + (βW + b): the three projections share one normalisation pass (the 1/√d_k score
+  scale folded into the query kernel). They stay three separate D × H·d_k products: on CPU that is faster than one
+  D × 3·H·d_k product, whose split into q, k, v costs extra copies of the gradient in the backward pass.
 - adaLN: the decoder's keys/values are Z = z ⊙ V + P with a scalar z per token and per-node vectors V, P. The
   LayerNorm of z·a + b (a, b the centred V, P) is (z·a + b)/σ(z) with σ(z)² = z²⟨a,a⟩ + 2z⟨a,b⟩ + ⟨b,b⟩ (means over
   D), so after modulation and projection K = (z/σ)·A + (1/σ)·B + C with per-node A, B, C of size H·d_k: the two
@@ -152,13 +153,15 @@ class PreLNBlock(nn.Module):
             kernel, bias = DenseParams(h * dk, name=part)(width)
             kernels.append(gamma[:, None] * kernel * factor)
             biases.append((beta @ kernel + bias) * factor)
-        qkv = _project(normalize(x), jnp.concatenate(kernels, 1), jnp.concatenate(biases), self.dtype)
-        qkv = qkv.reshape(b, n, nodes, 3, h, dk)
+        xn = normalize(x)
+        perm = (0, 2, 3, 1, 4) if self.axis == "sample" else (0, 1, 3, 2, 4)  # → [B, N, H, n, d_k] / [B, n, H, N, d_k]
+        q, k, v = (
+            jnp.transpose(_project(xn, kernel, bias, self.dtype).reshape(b, n, nodes, h, dk), perm)
+            for kernel, bias in zip(kernels, biases, strict=True)
+        )
         if self.axis == "sample":
-            q, k, v = jnp.transpose(qkv, (3, 0, 2, 4, 1, 5))  # 3 × [B, N, H, n, d_k]
             out = jnp.transpose(sample_attention_heads(q, k, v), (0, 3, 1, 2, 4))
         else:
-            q, k, v = jnp.transpose(qkv, (3, 0, 1, 4, 2, 5))  # 3 × [B, n, H, N, d_k]
             out = jnp.swapaxes(dag_attention_heads(q, k, v, mask), 2, 3)
         a = dense(width, "out", self.dtype)(out.reshape(b, n, nodes, h * dk)).astype(jnp.float32)
         x = x + drop(a)
