@@ -19,12 +19,22 @@ from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(_HERE, "configs", "default.py"),
-    "Run config file (a get_config() returning a ConfigDict).",
-    lock_config=True,
-)
+
+def _unknown_field(error: Exception) -> None:
+    overrides = ", ".join(a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config."))
+    field = str(error).strip("\"'")
+    sys.exit(f"error: unknown config field {field!r} in {overrides or 'the config overrides'}")
+
+
+try:  # config_flags applies the --config.KEY overrides as soon as the flag is defined
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(_HERE, "configs", "default.py"),
+        "Run config file (a get_config() returning a ConfigDict).",
+        lock_config=True,
+    )
+except (AttributeError, KeyError) as e:  # what a locked ConfigDict raises for an unknown key
+    _unknown_field(e)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/default", "Run directory: checkpoints, metrics.jsonl, config.json.")
 _STAGE = flags.DEFINE_enum("stage", "both", ["encoder", "decoder", "both"], "Which stage(s) to train.")
 _COORDINATOR = flags.DEFINE_string(
@@ -64,5 +74,13 @@ def main(argv):
         print(f"done: {', '.join(stages)} trained; metrics in {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
 
 
+def parse_flags(argv):
+    """absl's parser, with a one-line error for a ``--config.KEY`` override naming an unknown field."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        _unknown_field(e)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
