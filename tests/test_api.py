@@ -159,3 +159,15 @@ def test_pretrained_loads_from_the_package_and_beats_predicting_zero():
     err = float(tasks.rmse(noise / std, np.asarray(inferred.noise(x)) / std))
     zero = float(tasks.rmse(noise / std, (x - x.mean(0)) / std))  # T = mean: the noise is the centred data
     assert err < 0.6 * zero
+
+
+@pytest.mark.slow
+def test_quickstart_runs_offline_and_writes_its_figure(tmp_path):
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    module = runpy.run_path(str(script), run_name="quickstart")
+    result = module["main"](["--out", str(tmp_path / "fig.png")])
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    assert result["mmd_generated"] >= result["mmd_floor"] > 0
