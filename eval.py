@@ -5,6 +5,9 @@ Examples:
   python eval.py --checkpoint workdir/default --data-dir ../shared/data/reference-sample --out results/ref
   python eval.py --checkpoint workdir/default --suite paper --suite-d 10,20,50 --out results/paper
   python eval.py --checkpoint workdir/default --real sachs,ecoli --out results/real
+  # baselines once, then a model against them on the same (deterministic) suite
+  python eval.py --suite paper --methods fip,dowhy,linear,kernel-ridge --out results/baselines
+  python eval.py --suite paper --methods cond-fip --include results/baselines/results.json --out results/paper
 
 Writes ``results.json``, ``summary.md``, ``summary.csv`` and PNG plots into ``--out``.
 """
@@ -12,9 +15,10 @@ Writes ``results.json``, ``summary.md``, ``summary.csv`` and PNG plots into ``--
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from cfip_jax.eval import runner, tasks
+from cfip_jax.eval import fip, runner, tasks
 
 METHODS = ("cond-fip", *runner.BASELINES)
 
@@ -37,7 +41,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--suite-d", type=_ints, default=[10, 20, 50], help="node counts of the suite (default 10,20,50)")
     p.add_argument("--interventions", type=int, default=None, help="interventions per suite dataset (default d)")
     p.add_argument("--real", help=f"comma-separated real datasets: {', '.join(runner.REAL)}")
-    p.add_argument("--methods", default=None, help=f"comma-separated methods (default: all available): {METHODS}")
+    p.add_argument(
+        "--methods", default=None, help=f"comma-separated methods (default: all installed): {', '.join(METHODS)}"
+    )
+    p.add_argument("--fip-steps", type=int, default=fip.FiPConfig.steps, help="training steps of the fip baseline")
+    p.add_argument(
+        "--fip-batch", type=int, default=None, help="rows per fip training step (default: the whole training split)"
+    )
+    p.add_argument(
+        "--include", nargs="*", default=[], help="results.json files of earlier runs to report with this one"
+    )
     p.add_argument("--n-context", type=_ints, default=None, help="context sizes, e.g. 50,100,400 (default: all rows)")
     p.add_argument("--out", required=True, help="output directory")
     return p
@@ -54,10 +67,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in real:
         if name not in runner.REAL:
             p.error(f"unknown real dataset {name!r}; valid: {', '.join(runner.REAL)}")
-    names = [m for m in (args.methods.split(",") if args.methods else METHODS) if m]
+    installed = [m for m in METHODS if m not in runner.OPTIONAL or runner.OPTIONAL[m][0]()]
+    names = [m for m in (args.methods.split(",") if args.methods else installed) if m]
     for name in names:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+        if name not in installed:
+            p.error(runner.OPTIONAL[name][1])
+    if args.fip_steps < 1 or (args.fip_batch is not None and args.fip_batch < 1):
+        p.error("--fip-steps and --fip-batch must be >= 1")
+    include = []
+    for path in args.include:
+        try:
+            with open(path) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as err:
+            p.error(f"--include {path}: {err}")
+        if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
+            p.error(f"--include {path}: expected a list of records (a results.json)")
+        include += loaded
     if args.interventions is not None and args.interventions < 0:
         p.error("--interventions must be >= 0")
     methods = []
@@ -70,9 +98,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             except ValueError as err:
                 p.error(f"--checkpoint: {err}")
             methods.append(tasks.cond_fip_method(model))
+        elif name == "fip":
+            methods.append(tasks.fip_method(fip.FiPConfig(steps=args.fip_steps, batch_size=args.fip_batch)))
         else:
             methods.append(runner.BASELINES[name])
+    overlap = {r.get("method") for r in include} & set(names)
+    if overlap:
+        p.error(f"method(s) {', '.join(sorted(overlap))} are both evaluated and --include'd")
     records = runner.run(
+        include=include,
         methods=methods,
         out=args.out,
         data_dir=args.data_dir,

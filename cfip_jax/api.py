@@ -28,9 +28,13 @@ import numpy as np
 from cfip_jax import fixed_point, model_io
 from cfip_jax import validation as V
 from cfip_jax.eval.tasks import _condition, _unbatched
-from cfip_jax.nn.decoder import decoder_mechanism
+from cfip_jax.nn.decoder import decoder_mechanism, decoder_node_mechanism
 
 NOISE_MODELS = ("gaussian", "empirical")
+
+
+def _unbatched_at(mechanism_at, z, nodes):
+    return mechanism_at(z[None], nodes)[0] if z.ndim == 2 else mechanism_at(z, nodes)
 
 
 def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...], str]:
@@ -108,6 +112,9 @@ class InferredSCM:
 
     Attributes:
       mechanism_fn: the conditioned decoder ``T: z [n, d] -> [n, d]`` (standardised units).
+      mechanism_at: the same for a subset of nodes, ``(z [n, d], nodes [K]) -> T(z)[:, nodes]``, or None; when given
+        (and the graph is concrete), samples are solved one topological level at a time
+        (:func:`cfip_jax.fixed_point.solve_by_level`).
       adj: ``[d, d]`` graph.
       mean, std: ``[d]`` the data's per-node mean and std (ddof = 1): the map to the user's units.
       noise_data: ``[n, d]`` the standardised noise abducted from the fitted data, ``x − T(x)``.
@@ -118,6 +125,7 @@ class InferredSCM:
     """
 
     mechanism_fn: Any
+    mechanism_at: Any
     adj: jax.Array
     mean: jax.Array
     std: jax.Array
@@ -165,6 +173,14 @@ class InferredSCM:
         idx = jax.vmap(lambda k: jax.random.randint(k, (n,), 0, self.noise_data.shape[0]))(keys)  # [d, n]
         return jnp.take_along_axis(self.noise_data, idx.T, axis=0)
 
+    def _solve(self, noise: jax.Array, mask: np.ndarray | None = None, vals: np.ndarray | None = None) -> jax.Array:
+        """The fixed point x = T(x) + noise (standardised), clamped where ``mask``; exact for the DAG."""
+        if self.mechanism_at is not None and not isinstance(self.adj, jax.core.Tracer):
+            return fixed_point.solve_by_level(self.mechanism_at, noise, np.asarray(self.adj), mask, vals)
+        if mask is None:
+            return fixed_point.generate(self.mechanism_fn, noise, adj=self.adj, iterations="depth")
+        return fixed_point.intervene(self.mechanism_fn, noise, mask, vals, adj=self.adj, iterations="depth")
+
     # -- the public verbs ----------------------------------------------------------------------------------------
     def mechanism(self, z):
         """The inferred mechanisms F(z) (noiseless), in the user's units: ``z [n, d] -> [n, d]``."""
@@ -180,27 +196,24 @@ class InferredSCM:
         arr, _, _ = _to_numpy_data(noise, None)
         if arr.shape[1] != len(self.nodes):
             raise ValueError(f"noise has {arr.shape[1]} columns but the SCM has {len(self.nodes)} nodes")
-        z = fixed_point.generate(self.mechanism_fn, jnp.asarray(arr / self.std, jnp.float32), adj=self.adj,
-                                 iterations="depth")  # fmt: skip
+        z = self._solve(jnp.asarray(arr / self.std, jnp.float32))
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def sample(self, n: int, key: jax.Array):
         """``n`` new observational samples (new noise from the per-node noise model)."""
-        z = fixed_point.generate(self.mechanism_fn, self._fresh_noise(n, key), adj=self.adj, iterations="depth")
+        z = self._solve(self._fresh_noise(n, key))
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def intervene(self, values: Mapping[Any, float], n: int, key: jax.Array):
         """``n`` samples under the hard intervention do(node = value, …) (nodes by name or index, user's units)."""
         mask, vals = self._intervention(values)
-        z = fixed_point.intervene(self.mechanism_fn, self._fresh_noise(n, key), mask, vals, adj=self.adj,
-                                  iterations="depth")  # fmt: skip
+        z = self._solve(self._fresh_noise(n, key), mask, vals)
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def counterfactual(self, x, values: Mapping[Any, float]):
         """Counterfactuals of factual rows ``x`` under do(node = value, …): same abducted noise, intervened SCM."""
         mask, vals = self._intervention(values)
-        z = fixed_point.counterfactual(self.mechanism_fn, self._input(x, "x"), mask, vals, adj=self.adj,
-                                       iterations="depth")  # fmt: skip
+        z = self._solve(fixed_point.abduct(self.mechanism_fn, self._input(x, "x")), mask, vals)
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def with_noise_model(self, noise_model: str) -> InferredSCM:
@@ -256,9 +269,13 @@ class CondFiP:
         adj_b = jnp.asarray(adj)[None]
         cond = _condition(m.encoder, m.decoder, m.encoder_params, m.decoder_params, z[None], adj_b)
         mech = jax.tree_util.Partial(_unbatched, decoder_mechanism(m.decoder, m.decoder_params, cond, adj_b, None))
+        mech_at = jax.tree_util.Partial(
+            _unbatched_at, decoder_node_mechanism(m.decoder, m.decoder_params, cond, adj_b, None)
+        )
         noise = fixed_point.abduct(mech, z)
         return InferredSCM(
             mechanism_fn=mech,
+            mechanism_at=mech_at,
             adj=jnp.asarray(adj),
             mean=jnp.asarray(mean, jnp.float32),
             std=jnp.asarray(std, jnp.float32),

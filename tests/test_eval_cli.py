@@ -55,3 +55,21 @@ def test_eval_cli_end_to_end_with_a_checkpoint_trained_here(tmp_path, shared_dir
     with pytest.raises(SystemExit):
         cli.main(["--data-dir", str(data), "--methods", "linear,magic", "--out", str(out)])
     assert "unknown method 'magic'" in capsys.readouterr().err
+
+    merged = cli.main(["--data-dir", str(data), "--methods", "kernel-ridge", "--include", str(out / "results.json"),
+                       "--out", str(tmp_path / "merged")])  # fmt: skip
+    assert merged[: len(saved)] == saved
+    assert {r["method"] for r in merged if "rmse" in r} == {"cond-fip", "linear", "kernel-ridge"}
+    assert "| kernel-ridge | 10 |" in (tmp_path / "merged" / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["--data-dir", str(data), "--methods", "linear", "--include", str(out / "results.json"),
+                  "--out", str(tmp_path / "again")])  # fmt: skip
+    assert "linear are both evaluated and --include'd" in capsys.readouterr().err
+
+
+def test_eval_cli_names_a_missing_optional_baseline(tmp_path, monkeypatch, capsys):
+    cli = _load(ROOT / "eval.py", "cfip_eval_cli_optional")
+    monkeypatch.setitem(cli.runner.OPTIONAL, "dowhy", (lambda: False, "the dowhy baseline needs DoWhy: pip install x"))
+    with pytest.raises(SystemExit):
+        cli.main(["--real", "sachs", "--methods", "linear,dowhy", "--out", str(tmp_path)])
+    assert "the dowhy baseline needs DoWhy" in capsys.readouterr().err

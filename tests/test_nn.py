@@ -366,3 +366,16 @@ def test_bfloat16_compute_is_finite_and_close(data):
     assert 0.0 < rel < 0.05
     grads = jax.grad(lambda p: jnp.sum(bf16.apply(p, x, adj, mask) ** 2))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_decode_nodes_equals_the_full_decode_on_those_nodes(data, decoder):
+    x, adj, mask = data
+    model, params, enc, _ = decoder
+    cond = model.apply(params, enc, adj, mask, method="embed")
+    full = np.asarray(model.apply(params, x, cond, adj, mask, method="decode"))
+    for nodes in ([0], [4, 1, 1], list(range(N))[::-1]):
+        part = model.apply(params, x, cond, adj, jnp.asarray(nodes), mask, method="decode_nodes")
+        np.testing.assert_allclose(np.asarray(part), full[..., nodes], rtol=1e-5, atol=1e-6)
+    padded = mask.at[:, 2].set(False)  # a padded query node decodes to 0
+    part = model.apply(params, x, cond, adj, jnp.asarray([2, 3]), padded, method="decode_nodes")
+    assert np.all(np.asarray(part)[..., 0] == 0.0)

@@ -37,6 +37,8 @@ class FiPConfig:
     mlp_dim: int = 128
     num_layers: int = 1
     steps: int = 2000
+    batch_size: int | None = None  # rows per step (None: the whole training split)
+    eval_every: int = 10  # steps between held-out evaluations (the best evaluated parameters are kept)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-10
     holdout: float = 0.2
@@ -44,6 +46,12 @@ class FiPConfig:
 
 class FiPNetwork(nn.Module):
     """FiP's causal transformer for one SCM with a fixed node count.
+
+    Computed without materialising per-sample keys and values: ``K = z ⊙ E_x + P`` is affine in ``z`` node by node, so
+    a projection ``K W + b`` is ``z_j (E_x W)_j + (P W + b)_j`` — two ``[d, H, d_k]`` tables instead of a
+    ``[B, d, H, d_k]`` tensor — and the first layer's queries (``P``) are the same for every sample. The function is
+    exactly SPEC.md §7.1's (``tests/test_eval_tasks.py`` checks it against the direct formula); a training step costs
+    3–4× less.
 
     Attributes:
       num_nodes: d.
@@ -57,21 +65,49 @@ class FiPNetwork(nn.Module):
     def __call__(self, z: jax.Array, parents: jax.Array) -> jax.Array:
         """``z [B, d]`` (standardised), ``parents [d, d]`` bool (query i attends j) → ``T(z) [B, d]``."""
         cfg, d = self.config, self.num_nodes
-        h, dk = cfg.num_heads, cfg.key_dim
+        h, dk, width = cfg.num_heads, cfg.key_dim, cfg.num_heads * cfg.key_dim
         table = lambda name: self.param(name, nn.initializers.normal(1.0), (d, cfg.d_model))  # noqa: E731
         e_x, pos, e_f, pos_f = table("value_codebook"), table("position"), table("output_codebook"), table("output_pos")
-        kv = z[..., None] * e_x + pos  # [B, d, D]
-        q = jnp.broadcast_to(pos, kv.shape)
-        heads = lambda x, name: nn.Dense(h * dk, name=name)(x).reshape(x.shape[:-1] + (h, dk))  # noqa: E731
+
+        def dense(name):  # the kernel [D, H·d_k] and bias [H·d_k] of an nn.Dense(H·d_k)
+            kernel = self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (cfg.d_model, width))
+            return kernel, self.param(f"{name}_bias", nn.initializers.zeros, (width,))
+
+        heads = lambda a: a.reshape(a.shape[:-1] + (h, dk))  # noqa: E731
+        q = pos  # [d, D] until the first attention, then [B, d, D]
         for i in range(cfg.num_layers):
-            qh, kh, vh = heads(q, f"query_{i}"), heads(kv, f"key_{i}"), heads(kv, f"value_{i}")  # [B, d, H, dk]
-            scores = jnp.einsum("bihk,bjhk->bhij", qh, kh) / jnp.sqrt(float(dk))
-            w = dag_attention_weights(scores, parents)  # [B, H, d, d]
-            attn = jnp.einsum("bhij,bjhk->bihk", w, vh).reshape(q.shape[:-1] + (h * dk,))
+            (wq, bq), (wk, bk), (wv, bv) = dense(f"query_{i}"), dense(f"key_{i}"), dense(f"value_{i}")
+            qh = heads(q @ wq + bq) / jnp.sqrt(float(dk))  # [(B,) d, H, dk]
+            key_slope, key_offset = heads(e_x @ wk), heads(pos @ wk + bk)  # [d, H, dk]
+            value_slope, value_offset = heads(e_x @ wv), heads(pos @ wv + bv)
+            spec = "ihk,jhk->hij" if q.ndim == 2 else "bihk,jhk->bhij"
+            zj = z[:, None, None, :]  # [B, 1, 1, d]: the key node's value
+            scores = zj * jnp.einsum(spec, qh, key_slope) + jnp.einsum(spec, qh, key_offset)  # [B, H, d, d]
+            w = dag_attention_weights(scores, parents)
+            attn = jnp.einsum("bhij,jhk->bihk", w * zj, value_slope) + jnp.einsum("bhij,jhk->bihk", w, value_offset)
+            attn = attn.reshape(attn.shape[:2] + (width,))  # [B, d, H·dk]
             x = nn.LayerNorm(epsilon=1e-5, name=f"norm_attention_{i}")(q + nn.Dense(cfg.d_model, name=f"out_{i}")(attn))
             ff = nn.Dense(cfg.d_model, name=f"mlp_out_{i}")(nn.relu(nn.Dense(cfg.mlp_dim, name=f"mlp_hidden_{i}")(x)))
             q = nn.LayerNorm(epsilon=1e-5, name=f"norm_mlp_{i}")(x + ff)
         return nn.Dense(1, name="head")(q * e_f + pos_f)[..., 0]
+
+
+def direct_apply(params: dict, config: FiPConfig, z: jax.Array, parents: jax.Array) -> jax.Array:
+    """SPEC.md §7.1's formula written out directly (per-sample keys, values and queries), for checking
+    :class:`FiPNetwork`: ``z [B, d]`` → ``T(z) [B, d]``."""
+    p, h, dk = params["params"], config.num_heads, config.key_dim
+    ln = lambda x, name: nn.LayerNorm(epsilon=1e-5).apply({"params": p[name]}, x)  # noqa: E731
+    lin = lambda x, name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+    kv = z[..., None] * p["value_codebook"] + p["position"]  # [B, d, D]
+    q = jnp.broadcast_to(p["position"], kv.shape)
+    for i in range(config.num_layers):
+        proj = lambda x, n: (x @ p[f"{n}_{i}_kernel"] + p[f"{n}_{i}_bias"]).reshape(x.shape[:-1] + (h, dk))  # noqa: B023, E731
+        scores = jnp.einsum("bihk,bjhk->bhij", proj(q, "query"), proj(kv, "key")) / jnp.sqrt(float(dk))
+        w = dag_attention_weights(scores, parents)
+        attn = jnp.einsum("bhij,bjhk->bihk", w, proj(kv, "value")).reshape(q.shape[:-1] + (h * dk,))
+        x = ln(q + lin(attn, f"out_{i}"), f"norm_attention_{i}")
+        q = ln(x + lin(jax.nn.relu(lin(x, f"mlp_hidden_{i}")), f"mlp_out_{i}"), f"norm_mlp_{i}")
+    return lin(q * p["output_codebook"] + p["output_pos"], "head")[..., 0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,24 +125,36 @@ def _train(net: FiPNetwork, key: jax.Array, x: jax.Array, parents: jax.Array):
     n_hold = max(1, int(round(cfg.holdout * x.shape[0])))
     order = jax.random.permutation(jax.random.fold_in(key, 1), x.shape[0])
     train, hold = x[order[n_hold:]], x[order[:n_hold]]
+    batch = train.shape[0] if cfg.batch_size is None else min(cfg.batch_size, train.shape[0])
     params = net.init(jax.random.fold_in(key, 2), train[:1], parents)
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
     tx = optax.adamw(schedule, b1=0.95, b2=0.98, eps=1e-9, weight_decay=cfg.weight_decay)
     loss = lambda p, data: jnp.mean(jnp.square(data - net.apply(p, data, parents)))  # noqa: E731
+    data_key = jax.random.fold_in(key, 3)
 
-    def step(carry, _):
-        p, opt, best, best_loss = carry
-        value, grads = jax.value_and_grad(loss)(p, train)
+    def step(carry, t):
+        p, opt = carry
+        if batch < train.shape[0]:  # a fresh random subset of rows each step
+            rows = train[jax.random.permutation(jax.random.fold_in(data_key, t), train.shape[0])[:batch]]
+        else:
+            rows = train
+        value, grads = jax.value_and_grad(loss)(p, rows)
         updates, opt = tx.update(grads, opt, p)
-        p = optax.apply_updates(p, updates)
+        return (optax.apply_updates(p, updates), opt), value
+
+    def block(carry, ts):  # eval_every steps, then keep the parameters if the held-out loss improved
+        p, opt, best, best_loss = carry
+        (p, opt), values = jax.lax.scan(step, (p, opt), ts)
         held = loss(p, hold)
         better = held < best_loss
         best = jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best)
-        return (p, opt, best, jnp.where(better, held, best_loss)), value
+        return (p, opt, best, jnp.where(better, held, best_loss)), values
 
+    blocks = -(-cfg.steps // cfg.eval_every)
+    ts = jnp.arange(blocks * cfg.eval_every).reshape(blocks, cfg.eval_every)
     init = (params, tx.init(params), params, loss(params, hold))
-    (_, _, best, best_loss), losses = jax.lax.scan(step, init, None, length=cfg.steps)
-    return best, best_loss, losses
+    (_, _, best, best_loss), losses = jax.lax.scan(block, init, ts)
+    return best, best_loss, losses.reshape(-1)
 
 
 def fit_fip(x: np.ndarray, adj: np.ndarray, config: FiPConfig = FiPConfig(), seed: int = 0):

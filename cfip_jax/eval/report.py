@@ -77,6 +77,7 @@ def summary_markdown(records: Sequence[dict], method_order: Sequence[str] = ()) 
                     if any(v != "–" for v in vals):
                         lines.append(f"| {method} | {d} | " + " | ".join(vals) + " |")
             lines.append("")
+    lines += _timing_table(records, method_order)
     mmd = [r for r in records if "mmd" in r]
     if mmd:
         lines += ["### Real data (MMD, lower is better)", "", "| Dataset | Method | Task | MMD |", "|---|---|---|---|"]
@@ -87,6 +88,23 @@ def summary_markdown(records: Sequence[dict], method_order: Sequence[str] = ()) 
     if errors:
         lines += ["### Skipped datasets", ""] + [f"- `{r['dataset']}`: {r['error']}" for r in errors] + [""]
     return "\n".join(lines)
+
+
+def _timing_table(records: Sequence[dict], method_order: Sequence[str]) -> list[str]:
+    """Mean seconds per dataset of the noise task (the method's fit on the context plus one abduction) by method × d."""
+    times: dict[tuple, list[float]] = collections.defaultdict(list)
+    for rec in records:
+        if rec.get("task") == "noise" and "seconds" in rec and "d" in rec:
+            times[(rec["method"], rec["d"])].append(rec["seconds"])
+    if not times:
+        return []
+    ds = sorted({d for _, d in times})
+    lines = ["### Wall time per dataset (s): fit on the context + noise prediction, mean over datasets", ""]
+    lines += ["| Method | " + " | ".join(f"d = {d}" for d in ds) + " |", "|---|" + "---|" * len(ds)]
+    for method in _methods_in_order([{"method": m} for m, _ in times], method_order):
+        cells = [f"{sum(v) / len(v):.2f}" if (v := times.get((method, d))) else "–" for d in ds]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def write_reports(records: Sequence[dict], out: str | pathlib.Path, method_order: Sequence[str] = ()) -> list[str]:

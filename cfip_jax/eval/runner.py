@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +21,15 @@ import tqdm
 from cfip_jax import fixed_point
 from cfip_jax.data import io, real
 from cfip_jax.data.generate import generate_dataset
-from cfip_jax.eval import report, tasks
+from cfip_jax.eval import dowhy_gcm, report, tasks
 from cfip_jax.eval.metrics import mmd
 from cfip_jax.scm.priors import scm_prior
 
 SUITES = ("paper",)
 REAL = ("sachs", "ecoli")
-BASELINES = {"linear": tasks.LINEAR, "kernel-ridge": tasks.KERNEL_RIDGE, "fip": tasks.FIP}
-METHOD_ORDER = ("cond-fip", "fip", "linear", "kernel-ridge")
+BASELINES = {"linear": tasks.LINEAR, "kernel-ridge": tasks.KERNEL_RIDGE, "fip": tasks.FIP, "dowhy": tasks.DOWHY}
+OPTIONAL = {"dowhy": (dowhy_gcm.available, dowhy_gcm.INSTALL_HINT)}  # baseline → (installed?, how to install)
+METHOD_ORDER = ("cond-fip", "fip", "dowhy", "linear", "kernel-ridge")
 
 # The paper's test protocol (PAPER.md §2.3): IN = ER / SF-in / SF-out with Gaussian noise, OUT = SBM / WS with
 # Laplace noise and the OUT parameter ranges; 3 SCMs per graph type; 400 context and 400 query samples.
@@ -207,11 +208,18 @@ def run(
     real_names: Sequence[str] = (),
     n_contexts: Sequence[int | None] = (None,),
     interventions: int | None = None,
-    plot_hook: Callable[[list[Item], pathlib.Path], list[str]] | None = None,
+    include: Sequence[dict] = (),
 ) -> list[dict]:
-    """Evaluate ``methods`` on the chosen data and write the reports into ``out``; returns the records."""
+    """Evaluate ``methods`` on the chosen data and write the reports into ``out``; returns the records.
+
+    ``include``: records of an earlier run (e.g. baselines evaluated once on the same suite) reported together with
+    this run's; a method may not be both evaluated and included.
+    """
     out = pathlib.Path(out)
-    records: list[dict] = []
+    overlap = sorted({r.get("method") for r in include} & {m.name for m in methods})
+    if overlap:
+        raise ValueError(f"method(s) {', '.join(overlap)} are both evaluated and included")
+    records: list[dict] = list(include)
     items: list[Item] = []
     if data_dir is not None:
         items += list(data_dir_items(data_dir))

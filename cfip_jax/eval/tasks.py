@@ -28,7 +28,7 @@ from jax.tree_util import Partial
 
 from cfip_jax import fixed_point
 from cfip_jax.data.io import Dataset
-from cfip_jax.eval import baselines, fip
+from cfip_jax.eval import baselines, dowhy_gcm, fip
 from cfip_jax.eval.metrics import rmse
 from cfip_jax.nn.decoder import decoder_mechanism
 
@@ -58,13 +58,23 @@ def _fit_kernel_ridge(x: np.ndarray, adj: np.ndarray):
     return Partial(baselines.apply_kernel_ridge, baselines.fit_kernel_ridge(x, adj))
 
 
-def _fit_fip(x: np.ndarray, adj: np.ndarray):
-    return fip.fit_fip(x, adj)[0]
+def _fit_fip(config: fip.FiPConfig, x: np.ndarray, adj: np.ndarray):
+    return fip.fit_fip(x, adj, config)[0]
+
+
+def fip_method(config: fip.FiPConfig | None = None, name: str = "fip") -> Method:
+    """Per-dataset FiP (:mod:`cfip_jax.eval.fip`) trained with ``config`` (default ``FiPConfig()``) on each context."""
+    return Method(name, functools.partial(_fit_fip, config or fip.FiPConfig()))
+
+
+def _fit_dowhy(x: np.ndarray, adj: np.ndarray):
+    return dowhy_gcm.fit_dowhy(x, adj)
 
 
 LINEAR = Method("linear", _fit_linear)
 KERNEL_RIDGE = Method("kernel-ridge", _fit_kernel_ridge)
-FIP = Method("fip", _fit_fip)
+FIP = fip_method()
+DOWHY = Method("dowhy", _fit_dowhy)
 
 
 @dataclasses.dataclass(frozen=True)

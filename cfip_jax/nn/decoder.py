@@ -130,6 +130,29 @@ class CondFiPDecoder(nn.Module):
         out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
         return zero_padded(out, node_mask, 2)
 
+    def decode_nodes(
+        self,
+        z: jax.Array,
+        cond: Conditioning,
+        adj: jax.Array,
+        nodes: jax.Array,
+        node_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """F(z) of the nodes ``nodes [K]`` (int indices) only: ``decode(z, …)[..., nodes]`` at K/N of the cost.
+
+        A node's output depends on its own query stream and its parents' keys and values, so the other nodes' query
+        streams need not be computed (used by :func:`cfip_jax.fixed_point.solve_by_level`). Deterministic.
+
+        Returns:
+          ``[B, n_q, K]`` float32, 0 on padded nodes.
+        """
+        mask = parent_mask(adj, node_mask)[:, nodes, :]
+        q, c_query = cond.p[:, :, nodes], cond.c[:, :, nodes]
+        for layer in self.layers:
+            q = layer(q, z, cond.v, cond.p, cond.c, mask, c_query=c_query)
+        out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
+        return zero_padded(out, None if node_mask is None else node_mask[:, nodes], 2)
+
     def __call__(
         self,
         z: jax.Array,
@@ -156,6 +179,22 @@ def _decode_fn(model: CondFiPDecoder):
         return model.apply(params, z, cond, adj, node_mask, method="decode")
 
     return apply
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_nodes_fn(model: CondFiPDecoder):
+    def apply(params: Any, cond: Conditioning, adj: jax.Array, node_mask: jax.Array | None, z: jax.Array, nodes):
+        return model.apply(params, z, cond, adj, nodes, node_mask, method="decode_nodes")
+
+    return apply
+
+
+def decoder_node_mechanism(
+    model: CondFiPDecoder, params: Any, cond: Conditioning, adj: jax.Array, node_mask: jax.Array | None = None
+) -> Partial:
+    """Like :func:`decoder_mechanism`, for a subset of nodes: ``(z [B, n, N], nodes [K]) -> F(z)[..., nodes]``."""
+    model = model.clone(config=_frozen(model.config))
+    return Partial(_decode_nodes_fn(model), params, cond, adj, node_mask)
 
 
 def decoder_mechanism(

@@ -198,27 +198,35 @@ class AdaLNBlock(nn.Module):
         c: jax.Array,
         mask: jax.Array,
         *,
+        c_query: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """Update the query stream.
 
         Args:
-          q: ``[B, n_q, N, D]`` query stream (``n_q`` = 1 broadcasts over samples).
+          q: ``[B, n_q, M, D]`` query stream (``n_q`` = 1 broadcasts over samples) of M query nodes: all N nodes, or a
+            subset given with ``c_query``.
           z: ``[B, n, N]`` scalar inputs; keys/values are Z = z[..., None] · v_emb + p_emb.
           v_emb, p_emb: ``[B, 1, N, D]`` per-node codebook V and positional embedding P.
           c: ``[B, 1, N, D]`` per-node condition.
-          mask: ``[B, N, N]`` bool, query node i attends key node j.
+          mask: ``[B, M, N]`` bool, query node i attends key node j.
+          c_query: ``[B, 1, M, D]`` the query nodes' conditions when they are a subset of the nodes (default ``c``).
           deterministic: disable dropout.
 
         Returns:
-          ``[B, n, N, D]`` float32.
+          ``[B, n, M, D]`` float32.
         """
-        b, n, nodes = z.shape
+        b, n, _ = z.shape
+        nodes = q.shape[2]
         width = q.shape[-1]
         h, dk = self.num_heads, self.key_dim
         drop = nn.Dropout(self.dropout, deterministic=deterministic)
-        mods = dense(6 * width, "modulation", jnp.float32)(nn.silu(c))
+        modulation = dense(6 * width, "modulation", jnp.float32)
+        mods = modulation(nn.silu(c))
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mods, 6, axis=-1)
+        kv_shift, kv_scale = shift1, scale1  # keys and values are modulated with the key node's condition
+        if c_query is not None:
+            shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(modulation(nn.silu(c_query)), 6, axis=-1)
 
         def heads(t: jax.Array) -> jax.Array:  # [B, m, N, H·d_k] -> [B, m, H, N, d_k]
             return jnp.swapaxes(t.reshape(t.shape[:-1] + (h, dk)), 2, 3)
@@ -241,10 +249,10 @@ class AdaLNBlock(nn.Module):
         for part in ("key", "value"):
             gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
             kernel, bias = DenseParams(h * dk, name=part)(width)
-            g = gamma * (1.0 + scale1)
+            g = gamma * (1.0 + kv_scale)
             per_a = heads(a * g @ kernel)  # [B, 1, H, N, d_k]
             per_b = heads(b_c * g @ kernel)
-            per_c = heads((beta * (1.0 + scale1) + shift1) @ kernel + bias)
+            per_c = heads((beta * (1.0 + kv_scale) + kv_shift) @ kernel + bias)
             kv.append((coef_a * per_a + coef_b * per_b + per_c).astype(self.dtype))
         out = jnp.swapaxes(dag_attention_heads(queries, kv[0], kv[1], mask), 2, 3).reshape(b, n, nodes, h * dk)
         attn = dense(width, "out", self.dtype)(out).astype(jnp.float32)
