@@ -55,6 +55,18 @@ def _as_pytree(mechanism: Mechanism) -> Any:
     return Partial(mechanism)
 
 
+def _host_node_levels(adj: np.ndarray) -> np.ndarray:
+    """``[..., N]`` int64: the number of edges on the longest directed path ending at each node (NumPy)."""
+    edges = np.asarray(adj) != 0
+    level = np.zeros(edges.shape[:-1], dtype=np.int64)  # [..., N]
+    for _ in range(edges.shape[-1]):
+        new = np.max(np.where(edges, level[..., :, None] + 1, 0), axis=-2)
+        if np.array_equal(new, level):
+            break
+        level = new
+    return level
+
+
 def host_longest_path(adj: np.ndarray) -> np.ndarray:
     """Number of edges on the longest directed path of each DAG, computed on the host with NumPy.
 
@@ -66,14 +78,7 @@ def host_longest_path(adj: np.ndarray) -> np.ndarray:
     Returns:
       ``[...]`` int64 (0 for a graph without edges).
     """
-    edges = np.asarray(adj) != 0
-    level = np.zeros(edges.shape[:-1], dtype=np.int64)  # [..., N]: longest path ending at each node
-    for _ in range(edges.shape[-1]):
-        new = np.max(np.where(edges, level[..., :, None] + 1, 0), axis=-2)
-        if np.array_equal(new, level):
-            break
-        level = new
-    return level.max(axis=-1, initial=0)
+    return _host_node_levels(adj).max(axis=-1, initial=0)
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
@@ -234,13 +239,7 @@ def host_levels(adj: np.ndarray) -> np.ndarray:
       ``[L, K]`` int32: row ℓ lists the nodes whose longest path from a root has ℓ edges (L = longest path + 1,
       K = the largest level), padded by repeating the row's first node.
     """
-    edges = np.asarray(adj) != 0
-    level = np.zeros(edges.shape[-1], dtype=np.int64)
-    for _ in range(edges.shape[-1]):
-        new = np.max(np.where(edges, level[:, None] + 1, 0), axis=0, initial=0)
-        if np.array_equal(new, level):
-            break
-        level = new
+    level = _host_node_levels(adj)
     rows = [np.flatnonzero(level == lv) for lv in range(int(level.max(initial=0)) + 1)]
     width = max(len(r) for r in rows)
     return np.stack([np.concatenate([r, np.full(width - len(r), r[0])]) for r in rows]).astype(np.int32)

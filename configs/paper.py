@@ -20,25 +20,15 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import ml_collections
 
+from cfip_jax.config_files import load_sibling
 from cfip_jax.nn.configs import decoder_config, encoder_config
-
-
-def _default_module():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-    spec = importlib.util.spec_from_file_location("cfip_configs_default", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The reference-sized run config, locked: unknown keys raise."""
-    default = _default_module()
+    default = load_sibling(__file__, "default")
     c = default.get_config()
     c.checkpoint_every = 500
     c.keep_checkpoints = 3

@@ -7,23 +7,14 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _default_module():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-    spec = importlib.util.spec_from_file_location("cfip_configs_default", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from cfip_jax.config_files import load_sibling
 
 
 def get_config() -> ml_collections.ConfigDict:
     """Tiny networks and SCMs (d = 5, n = 16), 8 steps per stage; locked."""
-    default = _default_module()
+    default = load_sibling(__file__, "default")
     c = default.get_config()
     c.checkpoint_every = 4
     c.keep_checkpoints = 2

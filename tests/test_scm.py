@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cfip_jax.scm import graphs, sampler
 from cfip_jax.scm import noise as noise_lib
-from cfip_jax.scm import sampler
 from cfip_jax.scm.batch import Batch, BatchSpec, combination_indices, sample_batch
 from cfip_jax.scm.mechanisms import apply_mechanism, apply_node
 from cfip_jax.scm.priors import scm_prior
@@ -125,7 +125,7 @@ def test_samples_are_the_fixed_point(prior):
     # (RFF chains amplify float32 rounding by a few per edge, hence the looser tolerance between the two solvers.)
     jacobi = np.asarray(sampler.noise_to_sample(scm, eps, iterations=D))
     np.testing.assert_allclose(jacobi, x, atol=1e-4 * scale)
-    depth = int(np.asarray(sampler.node_depth(scm.adj)).max())
+    depth = int(np.asarray(graphs.depth(scm.adj)).max())
     assert depth >= 1
     # Too few passes are not exact (the depth matters): depth passes leave the deepest node unfinished.
     short = np.asarray(sampler.noise_to_sample(scm, eps, iterations=depth))

@@ -12,7 +12,6 @@ Usage: ``python -m cfip_jax.bench.train [--configs default,paper] [--steps 5] [-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,6 +21,7 @@ import time
 import jax
 
 from cfip_jax import loop
+from cfip_jax.config_files import load_module
 from cfip_jax.ema import EMAConfig
 from cfip_jax.optim import learning_rate_schedule, make_optimizer
 from cfip_jax.parallel import local_batch_size, make_mesh, replicated
@@ -35,10 +35,7 @@ def load_config(name: str):
     for folder in candidates:
         path = folder / f"{name}.py"
         if path.exists():
-            spec = importlib.util.spec_from_file_location(f"cfip_config_{name}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module.get_config()
+            return load_module(path).get_config()
     raise ValueError(f"config {name!r} not found in {', '.join(map(str, candidates))}")
 
 

@@ -92,17 +92,6 @@ def sample_noise(key: jax.Array, scm: SCM, n: int) -> jax.Array:
     return noise_lib.sample_noise(key, scm.noise_kind, scm.noise_scale, n)
 
 
-def node_depth(adj: jax.Array) -> jax.Array:
-    """Longest directed path ending at each node (0 for roots): ``[..., N]`` int32 for ``adj [..., N, N]``."""
-    num_nodes = adj.shape[-1]
-    edges = jnp.asarray(adj) != 0
-
-    def step(_, depth):
-        return jnp.max(jnp.where(edges, depth[..., :, None] + 1, 0), axis=-2)
-
-    return jax.lax.fori_loop(0, num_nodes, step, jnp.zeros(adj.shape[:-1], jnp.int32))
-
-
 def _permute_mechanism(mech: Mechanism, order: jax.Array) -> Mechanism:
     return mech.replace(
         weights=mech.weights[order][:, order],
@@ -116,7 +105,7 @@ def _permute_mechanism(mech: Mechanism, order: jax.Array) -> Mechanism:
 def _topological_solve(mech, adj, eps, intervened, values, func):
     """Exact fixed point by one sweep over the nodes in depth order (parents before children)."""
     num_nodes = adj.shape[-1]
-    order = jnp.argsort(node_depth(adj), stable=True)
+    order = jnp.argsort(graphs.depth(adj), stable=True)
     inverse = jnp.argsort(order)
     adj_p = adj[order][:, order]
     mech_p = _permute_mechanism(mech, order)
