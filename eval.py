@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="evaluate every dataset directory below DIR (reference format)")
     p.add_argument("--suite", help=f"synthetic suite: {', '.join(runner.SUITES)}")
     p.add_argument("--suite-d", type=_ints, default=[10, 20, 50], help="node counts of the suite (default 10,20,50)")
+    p.add_argument("--per-graph", type=int, default=3, help="suite SCMs per graph type and setting (default 3)")
     p.add_argument("--interventions", type=int, default=None, help="interventions per suite dataset (default d)")
     p.add_argument("--real", help=f"comma-separated real datasets: {', '.join(runner.REAL)}")
     p.add_argument(
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
             p.error(f"--include {path}: expected a list of records (a results.json)")
         include += loaded
+    if args.per_graph < 1:
+        p.error("--per-graph must be >= 1")
     if args.interventions is not None and args.interventions < 0:
         p.error("--interventions must be >= 0")
     methods = []
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         real_names=real,
         n_contexts=args.n_context or [None],
         interventions=args.interventions,
+        per_graph=args.per_graph,
     )
     skipped = [r for r in records if "error" in r]
     print(f"{len(records)} records ({len(skipped)} skipped datasets) written to {args.out}", file=sys.stderr)

@@ -39,7 +39,7 @@ def test_eval_cli_end_to_end_with_a_checkpoint_trained_here(tmp_path, shared_dir
     records = cli.main(["--checkpoint", str(workdir), "--data-dir", str(data), "--methods", "cond-fip,linear",
                         "--out", str(out)])  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
-    assert saved == records
+    assert saved == records and not (out / "results.partial.json").exists()
     errors = [r for r in saved if "error" in r]
     assert len(errors) == 1 and "train_x.npy" in errors[0]["error"] and "missing" in errors[0]["error"]
     scored = [r for r in saved if "rmse" in r]

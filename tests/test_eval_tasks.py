@@ -150,3 +150,24 @@ def test_dowhy_baseline_matches_least_squares_on_linear_data_and_respects_the_gr
         moved = z.copy()
         moved[:, ~parents[:, j]] += 3.0
         np.testing.assert_array_equal(np.asarray(mech(moved))[:, j], np.asarray(mech(z))[:, j])
+
+
+def test_an_interrupted_run_keeps_the_finished_datasets(tmp_path):
+    from cfip_jax.eval import runner
+
+    _, first = _dataset("linear", seed=5, d=4)
+    _, second = _dataset("linear", seed=6, d=4)
+    calls = []
+
+    def fit(x, adj):
+        calls.append(x.shape)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the run is stopped during the second dataset
+        return tasks.LINEAR.fit(x, adj)
+
+    items = [runner.Item("a", first, dict(d=4)), runner.Item("b", second, dict(d=4))]
+    progress = tmp_path / "results.partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        runner.evaluate_items(items, [tasks.Method("linear", fit)], progress=progress)
+    saved = json.loads(progress.read_text())
+    assert {r["dataset"] for r in saved} == {"a"} and {r["task"] for r in saved} == set(tasks.TASKS)

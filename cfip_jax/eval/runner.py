@@ -8,6 +8,7 @@ Entry point for ``eval.py``: :func:`run`. Each dataset is evaluated by every met
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 import zlib
@@ -132,10 +133,19 @@ def evaluate_items(
     n_contexts: Sequence[int | None] = (None,),
     *,
     total: int | None = None,
+    progress: pathlib.Path | None = None,
 ) -> list[dict]:
-    """Evaluate every method on every item and context size; a progress bar over datasets."""
+    """Evaluate every method on every item and context size; a progress bar over datasets.
+
+    ``progress``: a JSON file rewritten (atomically) with the records so far after each dataset, so that an interrupted
+    run's results can still be reported (``eval.py --include``).
+    """
     records: list[dict] = []
     for item in tqdm.tqdm(items, total=total, desc="datasets", unit="ds"):
+        if progress is not None and records:
+            tmp = progress.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records))
+            tmp.replace(progress)
         if item.error is not None:
             records.append(dict(dataset=item.name, method=None, task=None, error=item.error, **item.meta))
             continue
@@ -208,6 +218,7 @@ def run(
     real_names: Sequence[str] = (),
     n_contexts: Sequence[int | None] = (None,),
     interventions: int | None = None,
+    per_graph: int = 3,
     include: Sequence[dict] = (),
 ) -> list[dict]:
     """Evaluate ``methods`` on the chosen data and write the reports into ``out``; returns the records.
@@ -227,11 +238,14 @@ def run(
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
         n_ctx = max([400] + [n for n in n_contexts if n])
-        items += list(suite_items(suite_d, n_context=n_ctx, interventions=interventions))
-    records += evaluate_items(items, methods, n_contexts, total=len(items))
+        items += list(suite_items(suite_d, n_context=n_ctx, interventions=interventions, per_graph=per_graph))
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.partial.json"
+    records += evaluate_items(items, methods, n_contexts, total=len(items), progress=partial)
     for name in real_names:
         records += evaluate_real(name, methods)
     report.write_reports(records, out, METHOD_ORDER)
+    partial.unlink(missing_ok=True)
     if items:
         plot_example(items, methods[0], out)
     return records
