@@ -8,6 +8,7 @@ Examples:
   # baselines once, then a model against them on the same (deterministic) suite
   python eval.py --suite paper --methods fip,dowhy,linear,kernel-ridge --out results/baselines
   python eval.py --suite paper --methods cond-fip --include results/baselines/results.json --out results/paper
+  python eval.py --include results/a/results.json results/b/results.json --out results/all   # reports only
 
 Writes ``results.json``, ``summary.md``, ``summary.csv`` and PNG plots into ``--out``.
 """
@@ -60,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = parser()
     args = p.parse_args(argv)
-    if not (args.data_dir or args.suite or args.real):
-        p.error("give at least one of --data-dir, --suite, --real")
+    report_only = not (args.data_dir or args.suite or args.real)
+    if report_only and not args.include:
+        p.error("give at least one of --data-dir, --suite, --real (or only --include to re-report earlier runs)")
     if args.suite and args.suite not in runner.SUITES:
         p.error(f"unknown suite {args.suite!r}; valid: {', '.join(runner.SUITES)}")
     real = [r for r in (args.real or "").split(",") if r]
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if name not in runner.REAL:
             p.error(f"unknown real dataset {name!r}; valid: {', '.join(runner.REAL)}")
     installed = [m for m in METHODS if m not in runner.OPTIONAL or runner.OPTIONAL[m][0]()]
-    names = [m for m in (args.methods.split(",") if args.methods else installed) if m]
+    names = [m for m in (args.methods.split(",") if args.methods else [] if report_only else installed) if m]
     for name in names:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")

@@ -61,6 +61,9 @@ def test_eval_cli_end_to_end_with_a_checkpoint_trained_here(tmp_path, shared_dir
     assert merged[: len(saved)] == saved
     assert {r["method"] for r in merged if "rmse" in r} == {"cond-fip", "linear", "kernel-ridge"}
     assert "| kernel-ridge | 10 |" in (tmp_path / "merged" / "summary.md").read_text()
+    rereported = cli.main(["--include", str(tmp_path / "merged" / "results.json"), "--out", str(tmp_path / "again")])
+    assert rereported == merged  # reports only: no method runs
+    assert (tmp_path / "again" / "summary.md").read_text() == (tmp_path / "merged" / "summary.md").read_text()
     with pytest.raises(SystemExit):
         cli.main(["--data-dir", str(data), "--methods", "linear", "--include", str(out / "results.json"),
                   "--out", str(tmp_path / "again")])  # fmt: skip
