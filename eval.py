@@ -51,7 +51,11 @@ def parser() -> argparse.ArgumentParser:
         "--fip-batch", type=int, default=None, help="rows per fip training step (default: the whole training split)"
     )
     p.add_argument(
-        "--include", nargs="*", default=[], help="results.json files of earlier runs to report with this one"
+        "--include",
+        nargs="*",
+        default=[],
+        help="results.json (or results.partial.json) files of earlier runs: reported with this one; what they "
+        "already score is not evaluated again",
     )
     p.add_argument("--n-context", type=_ints, default=None, help="context sizes, e.g. 50,100,400 (default: all rows)")
     p.add_argument("--out", required=True, help="output directory")
@@ -107,9 +111,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             methods.append(tasks.fip_method(fip.FiPConfig(steps=args.fip_steps, batch_size=args.fip_batch)))
         else:
             methods.append(runner.BASELINES[name])
-    overlap = {r.get("method") for r in include} & set(names)
-    if overlap:
-        p.error(f"method(s) {', '.join(sorted(overlap))} are both evaluated and --include'd")
     records = runner.run(
         include=include,
         methods=methods,

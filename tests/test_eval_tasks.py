@@ -150,6 +150,15 @@ def test_dowhy_baseline_matches_least_squares_on_linear_data_and_respects_the_gr
         moved = z.copy()
         moved[:, ~parents[:, j]] += 3.0
         np.testing.assert_array_equal(np.asarray(mech(moved))[:, j], np.asarray(mech(z))[:, j])
+    nodes = np.array([3, 0, 3])
+    np.testing.assert_array_equal(np.asarray(mech.at(z, nodes)), np.asarray(mech(z))[:, nodes])
+    # the level-by-level solve (used by the tasks) is the iterated fixed point
+    from cfip_jax import fixed_point
+
+    noise = scale.noise(data.test_noise[:30])
+    by_level = fixed_point.solve_by_level(mech.at, noise, data.adj)
+    iterated = fixed_point.generate(mech, noise, adj=data.adj)
+    np.testing.assert_allclose(np.asarray(by_level), np.asarray(iterated), rtol=1e-5, atol=1e-5)
 
 
 def test_an_interrupted_run_keeps_the_finished_datasets(tmp_path):

@@ -39,15 +39,29 @@ class DoWhyMechanism:
     def __call__(self, z: jax.Array) -> jax.Array:
         return jax.pure_callback(self.host, jax.ShapeDtypeStruct(z.shape, np.float32), z, vmap_method="sequential")
 
+    def at(self, z: jax.Array, nodes: jax.Array) -> jax.Array:
+        """``T(z)[..., nodes]`` for ``nodes [K]``: only those nodes' regressors run (for
+        :func:`cfip_jax.fixed_point.solve_by_level`)."""
+        shape = jax.ShapeDtypeStruct(z.shape[:-1] + nodes.shape, np.float32)
+        return jax.pure_callback(self.host_at, shape, z, nodes, vmap_method="sequential")
+
     def host(self, z: np.ndarray) -> np.ndarray:
-        """The NumPy mechanism."""
+        """The NumPy mechanism: ``z [..., d] -> [..., d]``."""
+        return self.host_at(z, np.arange(np.shape(z)[-1]))
+
+    def host_at(self, z: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """The NumPy mechanism of ``nodes [K]``: ``z [..., d] -> [..., K]``."""
         z = np.asarray(z, np.float64)
         flat = z.reshape(-1, z.shape[-1])
-        out = np.zeros_like(flat)
-        for j, (model, pa) in enumerate(zip(self.models, self.parents, strict=True)):
-            if model is not None:
-                out[:, j] = np.asarray(model.predict(flat[:, pa])).reshape(-1)
-        return out.reshape(z.shape).astype(np.float32)
+        nodes = np.asarray(nodes).reshape(-1)
+        out = np.zeros((flat.shape[0], nodes.size))
+        predicted: dict[int, np.ndarray] = {}
+        for k, j in enumerate(nodes.tolist()):
+            if self.models[j] is not None:
+                if j not in predicted:
+                    predicted[j] = np.asarray(self.models[j].predict(flat[:, self.parents[j]])).reshape(-1)
+                out[:, k] = predicted[j]
+        return out.reshape(z.shape[:-1] + (nodes.size,)).astype(np.float32)
 
 
 def fit_dowhy(x: np.ndarray, adj: np.ndarray, quality: str = "GOOD"):

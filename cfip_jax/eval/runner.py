@@ -134,26 +134,40 @@ def evaluate_items(
     *,
     total: int | None = None,
     progress: pathlib.Path | None = None,
+    done: Sequence[dict] = (),
 ) -> list[dict]:
     """Evaluate every method on every item and context size; a progress bar over datasets.
 
-    ``progress``: a JSON file rewritten (atomically) with the records so far after each dataset, so that an interrupted
-    run's results can still be reported (``eval.py --include``).
+    Args:
+      items, methods, n_contexts: what to evaluate.
+      total: the number of items (for the progress bar).
+      progress: a JSON file rewritten (atomically) after each dataset with ``done`` and the new records so far, so
+        that an interrupted run can be reported or resumed (``eval.py --include``).
+      done: records of earlier runs; a (dataset, method, context size) they already score is not evaluated again.
+
+    Returns:
+      The new records.
     """
+    finished = {(r.get("dataset"), r.get("method"), r.get("n_context")) for r in done if "rmse" in r}
+    skipped = {(r.get("dataset"), r.get("error")) for r in done if "error" in r}
     records: list[dict] = []
     for item in tqdm.tqdm(items, total=total, desc="datasets", unit="ds"):
         if progress is not None and records:
             tmp = progress.with_suffix(".tmp")
-            tmp.write_text(json.dumps(records))
+            tmp.write_text(json.dumps([*done, *records]))
             tmp.replace(progress)
         if item.error is not None:
-            records.append(dict(dataset=item.name, method=None, task=None, error=item.error, **item.meta))
+            if (item.name, item.error) not in skipped:
+                records.append(dict(dataset=item.name, method=None, task=None, error=item.error, **item.meta))
             continue
         for n_ctx in n_contexts:
-            if n_ctx is not None and n_ctx > item.data.train_x.shape[0]:
+            rows = item.data.train_x.shape[0]
+            if n_ctx is not None and n_ctx > rows:
                 records.append(dict(dataset=item.name, error=f"n_context {n_ctx} > context rows", **item.meta))
                 continue
             for method in methods:
+                if (item.name, method.name, rows if n_ctx is None else n_ctx) in finished:
+                    continue
                 for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx):
                     records.append(dict(dataset=item.name, **rec, **item.meta))
     return records
@@ -223,13 +237,10 @@ def run(
 ) -> list[dict]:
     """Evaluate ``methods`` on the chosen data and write the reports into ``out``; returns the records.
 
-    ``include``: records of an earlier run (e.g. baselines evaluated once on the same suite) reported together with
-    this run's; a method may not be both evaluated and included.
+    ``include``: records of earlier runs (e.g. baselines evaluated once on the same suite, or an interrupted run's
+    ``results.partial.json``) reported together with this run's; what they already score is not evaluated again.
     """
     out = pathlib.Path(out)
-    overlap = sorted({r.get("method") for r in include} & {m.name for m in methods})
-    if overlap:
-        raise ValueError(f"method(s) {', '.join(overlap)} are both evaluated and included")
     records: list[dict] = list(include)
     items: list[Item] = []
     if data_dir is not None:
@@ -241,9 +252,10 @@ def run(
         items += list(suite_items(suite_d, n_context=n_ctx, interventions=interventions, per_graph=per_graph))
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "results.partial.json"
-    records += evaluate_items(items, methods, n_contexts, total=len(items), progress=partial)
+    records += evaluate_items(items, methods, n_contexts, total=len(items), progress=partial, done=include)
     for name in real_names:
-        records += evaluate_real(name, methods)
+        scored = {r.get("method") for r in include if r.get("dataset") == name and "mmd" in r}
+        records += evaluate_real(name, [m for m in methods if m.name not in scored])
     report.write_reports(records, out, METHOD_ORDER)
     partial.unlink(missing_ok=True)
     if items:

@@ -152,12 +152,21 @@ def evaluate_dataset(
             )
         )
 
+    at = getattr(mech, "at", None)  # T of a subset of nodes: solve one topological level at a time
+
+    def solve(noise, onehot=None, values=None):
+        if at is not None and iterations == "depth":
+            return fixed_point.solve_by_level(at, noise, adj, onehot, values)
+        if onehot is None:
+            return fixed_point.generate(mech, noise, **kw)
+        return fixed_point.intervene(mech, noise, onehot, values, **kw)
+
     xq, nq = scale.x(data.test_x), scale.noise(data.test_noise)
     if "noise" in tasks:
         pred, sec = _timed(fixed_point.abduct, mech, xq)
         record("noise", rmse(nq, pred), sec)
     if "generation" in tasks:
-        pred, sec = _timed(lambda n: fixed_point.generate(mech, n, **kw), nq)
+        pred, sec = _timed(solve, nq)
         record("generation", rmse(xq, pred), sec)
     for task in ("interventional", "counterfactual"):
         if task not in tasks or not data.counterfactuals:
@@ -169,9 +178,9 @@ def evaluate_dataset(
             values = np.zeros(data.d, np.float32)
             values[cf.index] = scale.value(cf.index, cf.value)
             if task == "interventional":
-                fn = lambda: fixed_point.intervene(mech, scale.noise(cf.noise), onehot, values, **kw)  # noqa: B023
+                fn = lambda: solve(scale.noise(cf.noise), onehot, values)  # noqa: B023
             else:
-                fn = lambda: fixed_point.counterfactual(mech, scale.x(cf.x), onehot, values, **kw)  # noqa: B023
+                fn = lambda: solve(fixed_point.abduct(mech, scale.x(cf.x)), onehot, values)  # noqa: B023
             pred, sec = _timed(fn)
             errors.append(float(rmse(scale.x(cf.x_cf), pred)))
             seconds += sec
