@@ -150,7 +150,7 @@ def test_pretrained_loads_from_the_package_and_beats_predicting_zero():
     from cfip_jax.scm.priors import scm_prior
 
     model = CondFiP.pretrained()
-    assert model.info["config"] == "configs/default.py" and model.info["decoder_steps"] > 0
+    assert model.info["config"] == "configs/cpu.py" and model.info["decoder_steps"] > 0
     k1, k2 = jax.random.split(jax.random.key(7))
     scm = sampler.sample_scm(k1, scm_prior("er", "linear", "gaussian"), 10)
     x, noise = (np.asarray(a) for a in sampler.sample_observational(k2, scm, 300))
