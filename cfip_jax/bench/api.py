@@ -16,6 +16,7 @@ import numpy as np
 
 from cfip_jax.api import CondFiP
 from cfip_jax.data.generate import generate_dataset
+from cfip_jax.eval import dowhy_gcm
 from cfip_jax.scm.priors import scm_prior
 
 
@@ -30,21 +31,11 @@ def _median_time(fn, reps: int) -> float:
 
 
 def _dowhy_fit_seconds(x: np.ndarray, adj: np.ndarray) -> float | None:
-    try:
-        import networkx as nx
-        import pandas as pd
-        from dowhy import gcm
-    except ImportError:
+    """DoWhy-GCM's assign + fit time on the same data (:func:`cfip_jax.eval.dowhy_gcm.fit_dowhy`), None without it."""
+    if not dowhy_gcm.available():
         return None
-    gcm.config.disable_progress_bars()
-    names = [f"x{i}" for i in range(x.shape[1])]
-    graph = nx.DiGraph([(names[i], names[j]) for i, j in zip(*np.nonzero(adj), strict=True)])
-    graph.add_nodes_from(names)
-    frame = pd.DataFrame(x, columns=names)
     start = time.perf_counter()
-    scm = gcm.InvertibleStructuralCausalModel(graph)
-    gcm.auto.assign_causal_mechanisms(scm, frame)
-    gcm.fit(scm, frame)
+    dowhy_gcm.fit_dowhy(x, adj)
     return time.perf_counter() - start
 
 
