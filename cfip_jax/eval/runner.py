@@ -151,11 +151,15 @@ def evaluate_items(
     finished = {(r.get("dataset"), r.get("method"), r.get("n_context")) for r in done if "rmse" in r}
     skipped = {(r.get("dataset"), r.get("error")) for r in done if "error" in r}
     records: list[dict] = []
-    for item in tqdm.tqdm(items, total=total, desc="datasets", unit="ds"):
+
+    def save() -> None:
         if progress is not None and records:
             tmp = progress.with_suffix(".tmp")
             tmp.write_text(json.dumps([*done, *records]))
             tmp.replace(progress)
+
+    for item in tqdm.tqdm(items, total=total, desc="datasets", unit="ds"):
+        save()  # everything finished before this dataset
         if item.error is not None:
             if (item.name, item.error) not in skipped:
                 records.append(dict(dataset=item.name, method=None, task=None, error=item.error, **item.meta))
@@ -170,6 +174,7 @@ def evaluate_items(
                     continue
                 for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx):
                     records.append(dict(dataset=item.name, **rec, **item.meta))
+    save()
     return records
 
 
@@ -272,7 +277,7 @@ def run(
     records = _one_floor_per_dataset(records)
     report.write_reports(records, out, METHOD_ORDER)
     partial.unlink(missing_ok=True)
-    if items:
+    if items and methods:
         plot_example(items, methods[0], out)
     return records
 
