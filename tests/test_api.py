@@ -132,6 +132,25 @@ def test_bad_data_and_interventions(model, frame):
         model.fit(frame, EDGES, noise_model="uniform")
 
 
+def test_max_context_limits_the_encoded_rows_only(model, frame):
+    """The encoder reads a fixed random subset of ``max_context`` rows; the noise is still abducted from every row."""
+    n = len(frame)
+    assert model.training_context is None and model.context_rows(n) is None  # not recorded: all rows
+    everything = [model.fit(frame, EDGES, max_context=m).noise(frame).to_numpy() for m in (None, n, 10 * n)]
+    np.testing.assert_array_equal(everything[0], everything[1])
+    np.testing.assert_array_equal(everything[0], everything[2])
+    rows = model.context_rows(n, 40)
+    assert len(rows) == 40 and len(set(rows.tolist())) == 40 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, model.context_rows(n, 40))  # fixed seed
+    subset = model.fit(frame, EDGES, max_context=40)
+    assert subset.noise_data.shape == (n, 4)
+    assert not np.allclose(subset.noise(frame).to_numpy(), everything[0], atol=1e-4)
+    np.testing.assert_array_equal(subset.noise(frame).to_numpy(), model.fit(frame, EDGES, max_context=40).noise(frame))
+    for bad, message in ((1, "max_context must be >= 2"), ("all", "unknown max_context"), (2.5, "must be an integer")):
+        with pytest.raises(ValueError, match=message):
+            model.fit(frame, EDGES, max_context=bad)
+
+
 def test_export_round_trip(model, frame, tmp_path):
     model_io.export(model.model, tmp_path / "m")
     loaded = CondFiP.load(tmp_path / "m")
@@ -154,7 +173,9 @@ def test_pretrained_loads_from_the_package_and_beats_predicting_zero():
     k1, k2 = jax.random.split(jax.random.key(7))
     scm = sampler.sample_scm(k1, scm_prior("er", "linear", "gaussian"), 10)
     x, noise = (np.asarray(a) for a in sampler.sample_observational(k2, scm, 300))
+    assert model.training_context == 200 and len(model.context_rows(300)) == 200
     inferred = model.fit(x, np.asarray(scm.adj))
+    np.testing.assert_array_equal(inferred.noise(x), model.fit(x, np.asarray(scm.adj), max_context=200).noise(x))
     std = x.std(0, ddof=1)
     err = float(tasks.rmse(noise / std, np.asarray(inferred.noise(x)) / std))
     zero = float(tasks.rmse(noise / std, (x - x.mean(0)) / std))  # T = mean: the noise is the centred data

@@ -204,6 +204,32 @@ def test_dag_attention_attends_to_parents_only():
     np.testing.assert_array_equal(influence, np.asarray(mask[0]))
 
 
+def test_factored_dag_attention_equals_attention_on_formed_keys():
+    """K = a·A + b·B + C: the affine evaluation equals DAG attention on the formed K and V (n_q = 1 and n)."""
+    from cfip_jax.nn.attention import dag_attention_factored, dag_attention_heads
+
+    rng = np.random.default_rng(4)
+    b, n, h, nodes, d = 2, 5, 3, 6, 4
+    keys, values = ([jnp.asarray(rng.normal(size=(b, 1, h, nodes, d)), jnp.float32) for _ in range(3)] for _ in "kv")
+    coef_a, coef_b = (jnp.asarray(rng.normal(size=(b, n, nodes)), jnp.float32) for _ in range(2))
+    adj = random_dags(rng, b, nodes)
+    for query_nodes in (list(range(nodes)), [3, 0]):
+        mask = jnp.asarray(np.swapaxes(adj, 1, 2)[:, query_nodes] != 0)
+        form = lambda p: coef_a[:, :, None, :, None] * p[0] + coef_b[:, :, None, :, None] * p[1] + p[2]  # noqa: E731
+        for n_q in (1, n):
+            q = jnp.asarray(rng.normal(size=(b, n_q, h, len(query_nodes), d)), jnp.float32)
+            expected = np.asarray(dag_attention_heads(q, form(keys), form(values), mask))
+            for affine in (True, False, None):
+                out = dag_attention_factored(q, coef_a, coef_b, keys, values, mask, affine=affine)
+                assert out.shape == (b, n, h, len(query_nodes), d)
+                np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+            roots = ~np.asarray(mask).any(-1)  # [b, M]: nodes without parents get exactly 0
+            assert roots.any() and np.all(np.asarray(out).transpose(0, 3, 1, 2, 4)[roots] == 0.0)
+            low = dag_attention_factored(q.astype(jnp.bfloat16), coef_a, coef_b, keys, values, mask, affine=True)
+            assert low.dtype == jnp.bfloat16  # bfloat16 queries, eagerly: computed in float32, returned in bfloat16
+            np.testing.assert_allclose(np.asarray(low, np.float32), expected, rtol=0.05, atol=0.05)
+
+
 def test_sample_attention_matches_softmax():
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(size=(2, 5, 3, 2, 4)) for _ in range(3))

@@ -110,6 +110,7 @@ class CondFiPDecoder(nn.Module):
         node_mask: jax.Array | None = None,
         *,
         deterministic: bool = True,
+        affine: bool | None = False,
     ) -> jax.Array:
         """Predicted mechanism values F(z).
 
@@ -119,6 +120,8 @@ class CondFiPDecoder(nn.Module):
           adj: ``[B, N, N]``.
           node_mask: ``[B, N]`` bool or None.
           deterministic: disable dropout.
+          affine: how the attention is evaluated (:func:`cfip_jax.nn.attention.dag_attention_factored`): False for
+            training (the fast backward pass), None to pick the faster forward by size (inference).
 
         Returns:
           ``[B, n_q, N]`` float32, 0 on padded nodes.
@@ -126,7 +129,7 @@ class CondFiPDecoder(nn.Module):
         mask = parent_mask(adj, node_mask)
         q = cond.p
         for layer in self.layers:
-            q = layer(q, z, cond.v, cond.p, cond.c, mask, deterministic=deterministic)
+            q = layer(q, z, cond.v, cond.p, cond.c, mask, affine=affine, deterministic=deterministic)
         out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
         return zero_padded(out, node_mask, 2)
 
@@ -141,7 +144,9 @@ class CondFiPDecoder(nn.Module):
         """F(z) of the nodes ``nodes [K]`` (int indices) only: ``decode(z, …)[..., nodes]`` at K/N of the cost.
 
         A node's output depends on its own query stream and its parents' keys and values, so the other nodes' query
-        streams need not be computed (used by :func:`cfip_jax.fixed_point.solve_by_level`). Deterministic.
+        streams need not be computed (used by :func:`cfip_jax.fixed_point.solve_by_level`). Deterministic; the
+        attention is evaluated in its affine form when that is cheaper
+        (:func:`cfip_jax.nn.attention.dag_attention_factored`), so this is an inference path, not a training one.
 
         Returns:
           ``[B, n_q, K]`` float32, 0 on padded nodes.
@@ -149,7 +154,7 @@ class CondFiPDecoder(nn.Module):
         mask = parent_mask(adj, node_mask)[:, nodes, :]
         q, c_query = cond.p[:, :, nodes], cond.c[:, :, nodes]
         for layer in self.layers:
-            q = layer(q, z, cond.v, cond.p, cond.c, mask, c_query=c_query)
+            q = layer(q, z, cond.v, cond.p, cond.c, mask, c_query=c_query, affine=None)
         out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
         return zero_padded(out, None if node_mask is None else node_mask[:, nodes], 2)
 
@@ -167,7 +172,8 @@ class CondFiPDecoder(nn.Module):
         return self.decode(z, cond, adj, node_mask, deterministic=deterministic)
 
 
-def _frozen(config: Any) -> Any:
+def frozen_config(config: Any) -> Any:
+    """``config`` as a hashable ``FrozenConfigDict`` (modules holding it can be static arguments of ``jit``)."""
     if isinstance(config, ml_collections.ConfigDict) and not isinstance(config, ml_collections.FrozenConfigDict):
         return ml_collections.FrozenConfigDict(config)
     return config
@@ -176,7 +182,7 @@ def _frozen(config: Any) -> Any:
 @functools.lru_cache(maxsize=64)
 def _decode_fn(model: CondFiPDecoder):
     def apply(params: Any, cond: Conditioning, adj: jax.Array, node_mask: jax.Array | None, z: jax.Array):
-        return model.apply(params, z, cond, adj, node_mask, method="decode")
+        return model.apply(params, z, cond, adj, node_mask, method="decode", affine=None)
 
     return apply
 
@@ -193,14 +199,15 @@ def decoder_node_mechanism(
     model: CondFiPDecoder, params: Any, cond: Conditioning, adj: jax.Array, node_mask: jax.Array | None = None
 ) -> Partial:
     """Like :func:`decoder_mechanism`, for a subset of nodes: ``(z [B, n, N], nodes [K]) -> F(z)[..., nodes]``."""
-    model = model.clone(config=_frozen(model.config))
+    model = model.clone(config=frozen_config(model.config))
     return Partial(_decode_nodes_fn(model), params, cond, adj, node_mask)
 
 
 def decoder_mechanism(
     model: CondFiPDecoder, params: Any, cond: Conditioning, adj: jax.Array, node_mask: jax.Array | None = None
 ) -> Partial:
-    """The trained decoder as a mechanism map for :mod:`cfip_jax.fixed_point` (dropout off).
+    """The trained decoder as a mechanism map for :mod:`cfip_jax.fixed_point` (dropout off; the attention evaluated
+    in whichever form has the faster forward pass, see :meth:`CondFiPDecoder.decode`).
 
     Returns a ``jax.tree_util.Partial`` closed over ``params``, ``cond``, ``adj`` and ``node_mask`` as pytree leaves,
     so the solvers compile once per model and shapes rather than once per dataset.
@@ -215,5 +222,5 @@ def decoder_mechanism(
     Returns:
       A callable ``z [B, n, N] -> F(z) [B, n, N]``.
     """
-    model = model.clone(config=_frozen(model.config))
+    model = model.clone(config=frozen_config(model.config))
     return Partial(_decode_fn(model), params, cond, adj, node_mask)

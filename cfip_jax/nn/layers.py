@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfip_jax.nn.attention import dag_attention_heads, sample_attention_heads
+from cfip_jax.nn.attention import dag_attention_factored, dag_attention_heads, sample_attention_heads
 
 LN_EPS = 1e-5
 kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -199,6 +199,7 @@ class AdaLNBlock(nn.Module):
         mask: jax.Array,
         *,
         c_query: jax.Array | None = None,
+        affine: bool | None = False,
         deterministic: bool = True,
     ) -> jax.Array:
         """Update the query stream.
@@ -211,6 +212,8 @@ class AdaLNBlock(nn.Module):
           c: ``[B, 1, N, D]`` per-node condition.
           mask: ``[B, M, N]`` bool, query node i attends key node j.
           c_query: ``[B, 1, M, D]`` the query nodes' conditions when they are a subset of the nodes (default ``c``).
+          affine: how the attention is evaluated (:func:`cfip_jax.nn.attention.dag_attention_factored`): False
+            (default; keys and values formed, the fast backward pass), True, or None (by size: for sampling).
           deterministic: disable dropout.
 
         Returns:
@@ -243,18 +246,15 @@ class AdaLNBlock(nn.Module):
         zf = z.astype(jnp.float32)
         var = jnp.maximum(zf * zf * saa + 2.0 * zf * sab + sbb, 0.0)
         inv = jax.lax.rsqrt(var + LN_EPS)  # [B, n, N]
-        coef_a = (zf * inv)[:, :, None, :, None]  # [B, n, 1, N, 1]
-        coef_b = inv[:, :, None, :, None]
-        kv = []
+        kv = []  # K = (z/σ)·A + (1/σ)·B + C per node, likewise V: the parts A, B, C, each [B, 1, H, N, d_k]
         for part in ("key", "value"):
             gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
             kernel, bias = DenseParams(h * dk, name=part)(width)
             g = gamma * (1.0 + kv_scale)
-            per_a = heads(a * g @ kernel)  # [B, 1, H, N, d_k]
-            per_b = heads(b_c * g @ kernel)
             per_c = heads((beta * (1.0 + kv_scale) + kv_shift) @ kernel + bias)
-            kv.append((coef_a * per_a + coef_b * per_b + per_c).astype(self.dtype))
-        out = jnp.swapaxes(dag_attention_heads(queries, kv[0], kv[1], mask), 2, 3).reshape(b, n, nodes, h * dk)
+            kv.append((heads(a * g @ kernel), heads(b_c * g @ kernel), per_c))
+        out = dag_attention_factored(queries, zf * inv, inv, kv[0], kv[1], mask, affine=affine)
+        out = jnp.swapaxes(out, 2, 3).reshape(b, n, nodes, h * dk)
         attn = dense(width, "out", self.dtype)(out).astype(jnp.float32)
         x = q + gate1 * drop(attn)
         y = FeedForward(self.mlp_dim, self.dtype, name="mlp")(
