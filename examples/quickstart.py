@@ -3,7 +3,7 @@
 Fits the shipped pretrained model to 400 observational rows and the consensus graph, then: samples new data, compares
 it with 400 held-out rows (MMD and a figure), intervenes on PKA, and computes counterfactuals.
 
-Usage: ``python examples/quickstart.py [--checkpoint DIR] [--out quickstart.png]``
+Usage: ``python examples/quickstart.py [--checkpoint DIR] [--out quickstart.png] [--max-context trained|all|N]``
 """
 
 import argparse
@@ -21,6 +21,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="model directory (default: the shipped pretrained model)")
     p.add_argument("--out", default="quickstart.png", help="where to save the figure")
+    p.add_argument(
+        "--max-context", default="trained", help='rows the encoder reads: "trained" (default), "all", or a number'
+    )
     args = p.parse_args(argv)
 
     sachs = load_sachs()
@@ -30,7 +33,9 @@ def main(argv=None):
     edges = [(sachs.nodes[i], sachs.nodes[j]) for i, j in zip(*np.nonzero(sachs.adj), strict=True)]
 
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
-    scm = model.fit(context, edges)  # zero-shot: no gradient step
+    max_context = {"trained": "trained", "all": None}.get(args.max_context, args.max_context)
+    max_context = int(max_context) if isinstance(max_context, str) and max_context.isdigit() else max_context
+    scm = model.fit(context, edges, max_context=max_context)  # zero-shot: no gradient step
 
     generated = scm.sample(400, jax.random.key(0))
     scale = context.std()
