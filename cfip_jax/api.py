@@ -11,6 +11,9 @@ Graphs: an adjacency matrix with ``adj[i, j] = 1`` ⇔ edge ``i -> j`` (row = pa
 Nodes are addressed by name (DataFrame columns or ``nodes=``) or by index. Results come back in the user's units and
 type: DataFrame in, DataFrame out; NumPy in, NumPy out; JAX in, JAX out.
 
+The encoder reads at most the context size the model was trained with (a fixed random subset of the rows; see
+:meth:`CondFiP.fit`, ``max_context``); the noise is abducted from every row.
+
 Everything is validated on the host before any tracing; bad input raises one ``ValueError`` naming the problem.
 """
 
