@@ -274,7 +274,8 @@ class CondFiP:
         None (all rows). When it is below ``n``, the rows are a uniformly random subset drawn with a fixed seed
         (sorted, the same for every call with the same ``n``).
         """
-        if max_context == "trained":
+        if isinstance(max_context, str):
+            V.check_choice(max_context, ("trained",), "max_context")
             limit = self.training_context
         elif max_context is None:
             limit = None
@@ -315,8 +316,6 @@ class CondFiP:
           The :class:`InferredSCM`.
         """
         V.check_choice(noise_model, NOISE_MODELS, "noise model")
-        if isinstance(max_context, str):
-            V.check_choice(max_context, ("trained",), "max_context")
         arr, names, kind = _to_numpy_data(data, nodes)
         std = arr.std(axis=0, ddof=1)
         constant = [names[j] for j in np.flatnonzero(std == 0)]
