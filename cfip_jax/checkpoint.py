@@ -9,7 +9,7 @@ reported, moved to ``{workdir}/{stage}/corrupt/{step}``, and the previous one is
 
 Compatibility: a run may resume a checkpoint only if every field that shapes the model, the data stream or the
 optimisation is unchanged (see :func:`relevant_fields`). Run-length and bookkeeping fields may differ: the stages'
-``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every`` and the ``eval`` block.
+``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every``, the ``eval`` block and ``data.pack``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ MAY_DIFFER = (
     "log_every",
     "eval_every",
     "eval",
+    "data.pack",  # a layout of the same datasets: the same losses and updates
 )
 
 

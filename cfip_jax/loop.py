@@ -81,13 +81,14 @@ def build_stage(config, name: str) -> Stage:
     return Stage(name="decoder", encoder=encoder, decoder=CondFiPDecoder(config=dec), n_context=config.data.n_context)
 
 
-def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None) -> BatchSpec:
+def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None, *, pack: bool = False) -> BatchSpec:
     """The :class:`BatchSpec` of the run's data (every graph × function × noise combination of ``config.data``).
 
     Args:
       config: the run config.
       batch_size: datasets per call (per device).
       funcs: restrict the mechanism families (validation per family); default: all of ``config.data.funcs``.
+      pack: the packed layout (training batches when ``config.data.pack``); validation batches are not packed.
     """
     data = config.data
     funcs = tuple(data.funcs if funcs is None else funcs)
@@ -101,6 +102,7 @@ def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None) -> Ba
         n=data.n,
         batch_size=batch_size,
         standardize=True,
+        pack=pack,
     )
 
 
@@ -257,7 +259,9 @@ def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) 
     stage = build_stage(config, name)
     scfg = config[name]
     total = int(scfg.steps)
-    spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"))
+    spec = data_spec(
+        config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"), pack=bool(config.data.pack)
+    )
     tx = make_optimizer(scfg.optim)
     schedule = learning_rate_schedule(scfg.optim)
     step_cfg = StepConfig(

@@ -5,6 +5,10 @@ Both losses are root-mean-square errors in standardised units over the *real* no
 - stage 1 (encoder): the RMSE over nodes of each sample, averaged over datasets and samples;
 - stage 2 (decoder): the RMSE over samples and nodes of each dataset, averaged over datasets.
 
+Packed batches (:class:`cfip_jax.scm.batch.Batch` with ``segment``) hold several datasets per row; the losses then
+take the same per-dataset quantities over each dataset's nodes (``segment``) and average them over the datasets, so a
+packed batch has exactly the loss of its datasets laid out one per row.
+
 The square root uses a "double where" so that an exactly zero error has gradient 0 instead of NaN; the value is the
 exact square root everywhere.
 """
@@ -58,11 +62,45 @@ def per_dataset_rmse(pred: jax.Array, target: jax.Array, node_mask: jax.Array) -
     return _safe_sqrt(sq / count)
 
 
-def encoder_loss(pred: jax.Array, target: jax.Array, node_mask: jax.Array) -> jax.Array:
-    """Stage-1 loss: the mean over ``(B, n)`` of :func:`per_sample_rmse` (a scalar)."""
-    return jnp.mean(per_sample_rmse(pred, target, node_mask))
+def _segment_sums(sq: jax.Array, segment: jax.Array, segments: int) -> tuple[jax.Array, jax.Array]:
+    """Per-dataset sums of ``sq [R, n, N]`` over each dataset's nodes: ``([R, n, G], node counts [R, G])``."""
+    member = (segment[..., None] == jnp.arange(segments)).astype(sq.dtype)  # [R, N, G]; padded nodes (−1) in none
+    return jnp.einsum("rsj,rjg->rsg", sq, member), jnp.sum(member, axis=1)
 
 
-def decoder_loss(pred: jax.Array, target: jax.Array, node_mask: jax.Array) -> jax.Array:
-    """Stage-2 loss: the mean over datasets of :func:`per_dataset_rmse` (a scalar)."""
-    return jnp.mean(per_dataset_rmse(pred, target, node_mask))
+def encoder_loss(
+    pred: jax.Array, target: jax.Array, node_mask: jax.Array, segment: jax.Array | None = None, segments: int = 1
+) -> jax.Array:
+    """Stage-1 loss: the mean over datasets and samples of the per-sample RMSE over the dataset's real nodes.
+
+    Args:
+      pred, target: ``[B, n, N]``.
+      node_mask: ``[B, N]`` bool.
+      segment: packed rows: ``[B, N]`` int32, the dataset (``0..segments-1``) of each node, −1 padded; None: one
+        dataset per row (:func:`per_sample_rmse`).
+      segments: static, the most datasets per row.
+
+    Returns:
+      The scalar loss.
+    """
+    if segment is None:
+        return jnp.mean(per_sample_rmse(pred, target, node_mask))
+    sq, count = _segment_sums((pred - target) ** 2, segment, segments)
+    real = count > 0  # [R, G]
+    rmse = _safe_sqrt(sq / jnp.where(real, count, 1.0)[:, None, :])  # [R, n, G]
+    return jnp.sum(jnp.where(real, jnp.mean(rmse, axis=1), 0.0)) / jnp.sum(real)
+
+
+def decoder_loss(
+    pred: jax.Array, target: jax.Array, node_mask: jax.Array, segment: jax.Array | None = None, segments: int = 1
+) -> jax.Array:
+    """Stage-2 loss: the mean over datasets of the RMSE over the dataset's samples and real nodes.
+
+    Arguments as :func:`encoder_loss` (one dataset per row: :func:`per_dataset_rmse`).
+    """
+    if segment is None:
+        return jnp.mean(per_dataset_rmse(pred, target, node_mask))
+    sq, count = _segment_sums((pred - target) ** 2, segment, segments)
+    real = count > 0
+    rmse = _safe_sqrt(jnp.sum(sq, axis=1) / jnp.where(real, pred.shape[-2] * count, 1.0))  # [R, G]
+    return jnp.sum(jnp.where(real, rmse, 0.0)) / jnp.sum(real)

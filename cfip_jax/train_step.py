@@ -123,7 +123,7 @@ class Stage:
         """The stage's training loss on a (local) batch (scalar)."""
         pred, target = self.predict(params, frozen, batch, dropout_key)
         fn = losses.encoder_loss if self.name == "encoder" else losses.decoder_loss
-        return fn(pred, target, batch.node_mask)
+        return fn(pred, target, batch.node_mask, batch.segment, batch.segments)
 
     def per_dataset_errors(self, params: Any, frozen: Any, batch: Batch) -> dict[str, jax.Array]:
         """Validation errors of each dataset, deterministic forward pass.
@@ -227,7 +227,8 @@ def make_sampler(spec: BatchSpec, base_key: jax.Array, mesh: jax.sharding.Mesh, 
             key = jax.random.fold_in(jax.random.fold_in(base_key, step), m)
             return sample_batch(jax.random.fold_in(jax.random.fold_in(key, SUB_DATA), device), spec)
 
-        return jax.vmap(one)(jnp.arange(micro_batches))
+        # lax.map, not vmap: the sampler's per-dataset lax.switch would run every branch under a batched index.
+        return lax.map(one, jnp.arange(micro_batches))
 
     return jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P(None, DATA_AXIS), check_vma=False)
 

@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
             n=200,  # samples per dataset (stage 1 trains on all of them)
             n_context=100,  # stage 2: samples 0..n_context-1 are the encoder's context, the rest the queries
             batch_size=6,  # datasets per micro-batch, over all devices (a multiple of the device count)
+            pack=True,  # several small datasets share a row of max_nodes nodes (no compute on padding; same losses)
         )
     )
     c.eval = ml_collections.ConfigDict(

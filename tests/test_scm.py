@@ -389,3 +389,58 @@ def test_batch_spec_validation_and_hashing():
             BatchSpec(**args)
     with pytest.raises(ValueError, match="spec"):
         sample_batch(jax.random.key(0), {"n": 4})
+
+
+def test_per_dataset_draw_equals_the_grouped_draw():
+    """With B < C only the B datasets used are drawn (one switch branch each): the same datasets as drawing every
+    combination and gathering."""
+    from cfip_jax.scm import batch as batch_lib
+
+    spec = BatchSpec(priors=(LINEAR, RFF, scm_prior("sf_in", "rff", "gaussian", "in")), node_counts=(4, 6),
+                     max_nodes=N, n=24, batch_size=4)  # fmt: skip
+    assert spec.batch_size < len(spec.combinations)
+    for seed in range(3):
+        key = jax.random.key(seed)
+        data_key, combos = jax.random.split(key)[1], combination_indices(key, spec)
+        a = batch_lib._per_dataset(data_key, combos, spec)
+        b = batch_lib._grouped(data_key, combos, spec)
+        for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(np.asarray(leaf_a, np.float64), np.asarray(leaf_b, np.float64), atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(a.adj), np.asarray(b.adj))
+
+
+def test_packed_batch_holds_the_same_datasets_without_padding():
+    """pack=True: every dataset of the unpacked batch appears whole in one packed row, the graph is block-diagonal
+    over the row's datasets, and fewer rows are used (two 4-node datasets share a row of 8)."""
+    import dataclasses
+
+    spec = BatchSpec(priors=(LINEAR, RFF), node_counts=(4, 8), max_nodes=N, n=24, batch_size=4)
+    packed_spec = dataclasses.replace(spec, pack=True)
+    assert packed_spec.rows == 3 and packed_spec.segments == 2 and spec.rows == 4
+    for seed in range(4):
+        key = jax.random.key(seed)
+        plain, packed = sample_batch(key, spec), sample_batch(key, packed_spec)
+        assert packed.x.shape == (3, spec.n, N) and packed.segment.shape == (3, N) and packed.segments == 2
+        seg, adj = np.asarray(packed.segment), np.asarray(packed.adj)
+        np.testing.assert_array_equal(np.asarray(packed.node_mask), seg >= 0)
+        assert not np.any(adj * (seg[:, :, None] != seg[:, None, :]))  # no edge between datasets
+        assert np.all(np.asarray(packed.x).transpose(0, 2, 1)[seg < 0] == 0)  # unused places hold zeros
+        found = []
+        for i in range(spec.batch_size):
+            d = int(np.asarray(plain.node_mask[i]).sum())
+            hits = [
+                (r, g)
+                for r in range(3)
+                for g in range(2)
+                if (seg[r] == g).sum() == d
+                and np.array_equal(np.asarray(packed.x[r])[:, seg[r] == g], np.asarray(plain.x[i])[:, :d])
+            ]
+            assert len(hits) >= 1, f"dataset {i} missing from the packed batch"
+            r, g = hits[0]
+            sel = seg[r] == g
+            np.testing.assert_array_equal(adj[r][np.ix_(sel, sel)], np.asarray(plain.adj[i])[:d, :d])
+            for name in ("noise", "mean", "std"):
+                got = np.asarray(getattr(packed, name)[r])[..., sel]
+                np.testing.assert_array_equal(got, np.asarray(getattr(plain, name)[i])[..., :d])
+            found.append(hits[0])
+        assert len(set(found)) == spec.batch_size  # each dataset in its own place

@@ -53,7 +53,9 @@ def bench_stage(config, stage_name: str, steps: int) -> dict[str, float]:
     mesh = make_mesh()
     stage = loop.build_stage(config, stage_name)
     scfg = config[stage_name]
-    spec = loop.data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"))
+    spec = loop.data_spec(
+        config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"), pack=bool(config.data.pack)
+    )
     tx = make_optimizer(scfg.optim)
     cfg = StepConfig(
         stage=stage,

@@ -25,7 +25,7 @@ import ml_collections
 from jax.tree_util import Partial
 
 from cfip_jax.nn.encoder import parent_mask, zero_padded
-from cfip_jax.nn.layers import AdaLNBlock, PreLNBlock, dense, layer_norm
+from cfip_jax.nn.layers import AdaLNBlock, PreLNBlock, dense, layer_norm, tokens_dense
 
 
 @flax.struct.dataclass
@@ -93,7 +93,7 @@ class CondFiPDecoder(nn.Module):
           :class:`Conditioning` with V, P, C ``[B, 1, N, D]``.
         """
         mask = parent_mask(adj, node_mask)
-        h = self.project(encoding).astype(jnp.float32)
+        h = tokens_dense(self.project, encoding).astype(jnp.float32)
         for sample_layer, node_layer in zip(self.data_sample_layers, self.data_node_layers, strict=True):
             h = sample_layer(h, deterministic=deterministic)
             h = node_layer(h, mask, deterministic=deterministic)
@@ -130,7 +130,7 @@ class CondFiPDecoder(nn.Module):
         q = cond.p
         for layer in self.layers:
             q = layer(q, z, cond.v, cond.p, cond.c, mask, affine=affine, deterministic=deterministic)
-        out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
+        out = tokens_dense(self.out, self.norm(q))[..., 0].astype(jnp.float32)
         return zero_padded(out, node_mask, 2)
 
     def decode_nodes(
@@ -155,7 +155,7 @@ class CondFiPDecoder(nn.Module):
         q, c_query = cond.p[:, :, nodes], cond.c[:, :, nodes]
         for layer in self.layers:
             q = layer(q, z, cond.v, cond.p, cond.c, mask, c_query=c_query, affine=None)
-        out = self.out(self.norm(q))[..., 0].astype(jnp.float32)
+        out = tokens_dense(self.out, self.norm(q))[..., 0].astype(jnp.float32)
         return zero_padded(out, None if node_mask is None else node_mask[:, nodes], 2)
 
     def __call__(

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfip_jax.nn.layers import PreLNBlock, dense, layer_norm
+from cfip_jax.nn.layers import PreLNBlock, dense, layer_norm, tokens_dense
 
 
 def parent_mask(adj: jax.Array, node_mask: jax.Array | None) -> jax.Array:
@@ -96,11 +96,11 @@ class DatasetEncoder(nn.Module):
 
     def predict(self, encoding: jax.Array, node_mask: jax.Array | None = None, *, deterministic: bool = True):
         """Head MLP: encoding ``[B, n, N, D]`` → predicted F(x) ``[B, n, N]`` float32 (0 on padded nodes)."""
-        h = nn.leaky_relu(self.head_hidden1(encoding), 0.01)
+        h = nn.leaky_relu(tokens_dense(self.head_hidden1, encoding), 0.01)
         h = self.head_dropout(h, deterministic=deterministic)
-        h = nn.leaky_relu(self.head_hidden2(h), 0.01)
+        h = nn.leaky_relu(tokens_dense(self.head_hidden2, h), 0.01)
         h = self.head_dropout(h, deterministic=deterministic)
-        out = self.head_out(h)[..., 0].astype(jnp.float32)
+        out = tokens_dense(self.head_out, h)[..., 0].astype(jnp.float32)
         return zero_padded(out, node_mask, 2)
 
     def __call__(
