@@ -9,7 +9,8 @@ reported, moved to ``{workdir}/{stage}/corrupt/{step}``, and the previous one is
 
 Compatibility: a run may resume a checkpoint only if every field that shapes the model, the data stream or the
 optimisation is unchanged (see :func:`relevant_fields`). Run-length and bookkeeping fields may differ: the stages'
-``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every``, the ``eval`` block and ``data.pack``.
+``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every``, the ``eval`` block and
+``data.pack``.
 """
 
 from __future__ import annotations

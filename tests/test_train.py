@@ -186,7 +186,7 @@ def test_segment_losses_equal_the_losses_of_the_datasets_apart():
 
 @pytest.mark.parametrize("stage_name", ["encoder", "decoder"])
 def test_packed_batches_give_the_same_loss_and_gradients(stage_name):
-    """configs/cpu.py-style mixture (d = 10 and 20 in rows of 20) with tiny networks: packing is a layout change only."""
+    """A configs/cpu.py-style mixture (d = 4 and 8 in rows of 8), tiny networks: packing only changes the layout."""
     import dataclasses
 
     from cfip_jax.scm.batch import sample_batch
