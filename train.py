@@ -59,7 +59,7 @@ def main(argv):
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
         )
-    from cfip_jax import loop
+    from cfip_jax.train import loop
 
     stages = ("encoder", "decoder") if _STAGE.value == "both" else (_STAGE.value,)
     if jax.process_index() == 0:

@@ -19,8 +19,6 @@ Everything is validated on the host before any tracing; bad input raises one ``V
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,24 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cfip_jax import fixed_point, model_io
+from cfip_jax import model as model_lib
 from cfip_jax import validation as V
-from cfip_jax.eval.tasks import _condition, _unbatched
-from cfip_jax.nn.decoder import decoder_mechanism, decoder_node_mechanism, frozen_config
 
 NOISE_MODELS = ("gaussian", "empirical")
-
-
-def _unbatched_at(mechanism_at, z, nodes):
-    return mechanism_at(z[None], nodes)[0] if z.ndim == 2 else mechanism_at(z, nodes)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _encode_and_abduct(encoder, decoder, encoder_params, decoder_params, context, z, adj):
-    """One compiled pass of :meth:`CondFiP.fit`: the context ``[n_ctx, d]`` conditions the decoder, whose noise
-    ``z − T(z)`` on all rows z ``[n, d]`` is abducted; adj ``[1, d, d]``. Returns (conditioning, noise ``[n, d]``)."""
-    cond = _condition(encoder, decoder, encoder_params, decoder_params, context[None], adj)
-    noise = z - decoder.apply(decoder_params, z[None], cond, adj, None, method="decode", affine=None)[0]
-    return cond, noise
 
 
 def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...], str]:
@@ -239,12 +223,8 @@ class InferredSCM:
 class CondFiP:
     """A trained Cond-FiP model: encoder and decoder with their EMA parameters."""
 
-    def __init__(self, model: model_io.TrainedModel):
-        self.model = dataclasses.replace(
-            model,
-            encoder=model.encoder.clone(config=frozen_config(model.encoder.config)),
-            decoder=model.decoder.clone(config=frozen_config(model.decoder.config)),
-        )
+    def __init__(self, model: model_lib.TrainedModel):
+        self.model = model
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CondFiP:
@@ -324,18 +304,13 @@ class CondFiP:
         adj = graph_to_adjacency(graph, names)
         mean = arr.mean(axis=0)
         z = jnp.asarray((arr - mean) / std, jnp.float32)
-        m = self.model
         adj_b = jnp.asarray(adj)[None]
         rows = self.context_rows(arr.shape[0], max_context)
         context = z if rows is None else z[rows]
-        cond, noise = _encode_and_abduct(m.encoder, m.decoder, m.encoder_params, m.decoder_params, context, z, adj_b)
-        mech = jax.tree_util.Partial(_unbatched, decoder_mechanism(m.decoder, m.decoder_params, cond, adj_b, None))
-        mech_at = jax.tree_util.Partial(
-            _unbatched_at, decoder_node_mechanism(m.decoder, m.decoder_params, cond, adj_b, None)
-        )
+        cond, noise = model_lib.condition_and_abduct(self.model, context, z, adj_b)
         return InferredSCM(
-            mechanism_fn=mech,
-            mechanism_at=mech_at,
+            mechanism_fn=model_lib.mechanism(self.model, cond, adj_b, single=True),
+            mechanism_at=model_lib.node_mechanism(self.model, cond, adj_b, single=True),
             adj=jnp.asarray(adj),
             mean=jnp.asarray(mean, jnp.float32),
             std=jnp.asarray(std, jnp.float32),

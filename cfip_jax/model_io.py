@@ -1,6 +1,7 @@
 """Trained Cond-FiP models: load them from a training workdir, export them compactly, load an export.
 
-A :class:`TrainedModel` holds the two networks and their EMA parameters (what validation and inference use).
+A :class:`~cfip_jax.model.TrainedModel` holds the two networks and their EMA parameters (what validation and inference
+use).
 
 - :func:`load_workdir` reads the latest stage-2 checkpoint of a ``train.py`` workdir (it holds the frozen stage-1 EMA
   encoder and the decoder's EMA parameters) and the run config stored beside it.
@@ -11,7 +12,6 @@ A :class:`TrainedModel` holds the two networks and their EMA parameters (what va
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import json
 import os
@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from cfip_jax.nn.configs import decoder_config, encoder_config
+from cfip_jax.model import TrainedModel, build_networks
+from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
 
@@ -33,63 +34,26 @@ EXPORT_PARAMS = "params.npz"
 PRETRAINED = "cfip_jax.assets.pretrained"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-    """A trained Cond-FiP model.
-
-    Attributes:
-      encoder: the :class:`DatasetEncoder` module.
-      encoder_params: its EMA variables (``{"params": ...}``).
-      decoder: the :class:`CondFiPDecoder` module.
-      decoder_params: its EMA variables.
-      info: provenance (run config, steps, …) as a JSON-able dict.
-    """
-
-    encoder: DatasetEncoder
-    encoder_params: Any
-    decoder: CondFiPDecoder
-    decoder_params: Any
-    info: dict
-
-
 def load_workdir(workdir: str | os.PathLike) -> TrainedModel:
     """The EMA encoder and decoder of the latest readable stage-2 checkpoint of a training workdir."""
-    from cfip_jax import checkpoint as ckpt_lib
-    from cfip_jax import loop
-    from cfip_jax.optim import make_optimizer
-    from cfip_jax.parallel import make_mesh, replicated
-    from cfip_jax.train_state import TrainState
+    from cfip_jax.train import checkpoint as ckpt_lib
+    from cfip_jax.train.parallel import make_mesh, replicated
+    from cfip_jax.train.state import abstract_state
 
     workdir = os.fspath(workdir)
     with ckpt_lib.StageCheckpointer(workdir, "decoder", keep=1000, async_save=False) as ck:
         latest = ck.latest_config()
         if latest is None:
             raise ValueError(f"{workdir}: no decoder checkpoint (train both stages with train.py first)")
-        _, saved = latest
-        config = ml_collections.ConfigDict(saved)
-        stage = loop.build_stage(config, "decoder")
-        spec = loop.data_spec(config, 1)
-        tx = make_optimizer(config.decoder.optim)
-
-        def init():
-            key = jax.random.key(0)
-            return TrainState.create(stage.init(key, spec), tx, stage.init_frozen(key, spec))
-
-        abstract = jax.eval_shape(init)
-        restored = ck.restore_latest(ckpt_lib.abstract_like(abstract, replicated(make_mesh())))
+        config = ml_collections.ConfigDict(latest[1])
+        restored = ck.restore_latest(abstract_state(config, "decoder", replicated(make_mesh())))
         if restored is None:
             raise ValueError(f"{workdir}: no readable decoder checkpoint")
         step, state, saved = restored
-    enc_cfg, dec_cfg = loop.model_configs(config)
+    encoder, decoder = build_networks(config)
     info = dict(source=os.path.abspath(workdir), decoder_step=int(step), run_config=saved)
     to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
-    return TrainedModel(
-        DatasetEncoder(config=enc_cfg),
-        to_np(state.frozen),
-        CondFiPDecoder(config=dec_cfg),
-        to_np(state.ema_params),
-        info,
-    )
+    return TrainedModel(encoder, to_np(state.frozen), decoder, to_np(state.ema_params), info)
 
 
 def export(model: TrainedModel, out_dir: str | os.PathLike, **extra_info: Any) -> pathlib.Path:
@@ -124,9 +88,9 @@ def load_export(path: str | os.PathLike) -> TrainedModel:
         sub = {k[len(net) + 1 :]: v for k, v in flat.items() if k.startswith(net + "/")}
         trees[net] = traverse_util.unflatten_dict(sub, sep="/")
     return TrainedModel(
-        DatasetEncoder(config=encoder_config("reference", **meta["encoder"])),
+        DatasetEncoder(config=encoder_arch("reference", **meta["encoder"])),
         trees["encoder"],
-        CondFiPDecoder(config=decoder_config("reference", **meta["decoder"])),
+        CondFiPDecoder(config=decoder_arch("reference", **meta["decoder"])),
         trees["decoder"],
         meta.get("info", {}),
     )

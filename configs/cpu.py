@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from cfip_jax.config_files import load_sibling
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The CPU pretraining config, locked: unknown keys raise."""
-    default = load_sibling(__file__, "default")
     c = default.get_config()
     c.checkpoint_every = 250
     c.eval_every = 500

@@ -1,6 +1,6 @@
 """Default run: trains both Cond-FiP stages in a few minutes on a 2-core CPU.
 
-Small networks (``cfip_jax.nn.configs`` size ``"small"``), SCMs with d = 10 nodes and n = 200 samples (100 context /
+Small networks (``cfip_jax.nn.arch`` size ``"small"``), SCMs with d = 10 nodes and n = 200 samples (100 context /
 100 query in stage 2), linear and RFF mechanisms on ER / SF-in / SF-out graphs with Gaussian noise, all drawn on
 device inside the training step. The optimiser, schedule shape and EMA rule are the reference's (see
 ``configs/paper.py``) with larger learning rates and schedules compressed to the run lengths: the encoder converges in
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from cfip_jax.nn.configs import decoder_config, encoder_config
+from cfip_jax.nn.arch import decoder_arch, encoder_arch
 
 
 def optim(lr: float, weight_decay: float, warmup_steps: int, decay_steps: int) -> ml_collections.ConfigDict:
@@ -33,6 +33,7 @@ def optim(lr: float, weight_decay: float, warmup_steps: int, decay_steps: int) -
             warmup_steps=warmup_steps,  # step 0 uses lr 0
             decay_steps=decay_steps,  # the cosine reaches end_lr here (includes the warm-up)
             end_lr=0.0,  # floor after decay_steps (the reference's cosine cycles instead)
+            decay_fraction=0.2,  # time-budgeted runs (max_seconds): the final share of the budget spent decaying
         )
     )
 
@@ -52,6 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3  # latest checkpoints kept per stage
     c.log_every = 25  # steps between metrics.jsonl records
     c.eval_every = 250  # steps between validations of the EMA parameters (0: only at the end of a stage)
+    # Wall-time bound of the run (None: each stage runs its `steps`). With it, stage 1 gets `encoder_share` of the
+    # seconds and stage 2 the rest, `steps` are not used, and each stage's learning rate decays over the last
+    # `optim.decay_fraction` of its budget (cfip_jax.train.budget).
+    c.max_seconds = ml_collections.config_dict.placeholder(float)
+    c.encoder_share = 0.25
 
     c.data = ml_collections.ConfigDict(
         dict(
@@ -75,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )
 
-    enc = encoder_config("small")
+    enc = encoder_arch("small")
     c.encoder = ml_collections.ConfigDict(
         dict(
             steps=300,  # optimiser steps of stage 1
@@ -85,7 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
             ema=ema(),
         )
     )
-    dec = decoder_config("small")
+    dec = decoder_arch("small")
     c.decoder = ml_collections.ConfigDict(
         dict(
             steps=800,  # optimiser steps of stage 2

@@ -4,7 +4,7 @@
   queries), linear and RFF mechanisms on ER / SF-in / SF-out graphs with Gaussian noise, in-distribution priors
   (``cfip_jax.scm.priors.scm_prior(..., "in")``), 4 datasets per micro-batch and 2 micro-batches per optimiser step
   (gradient accumulation inside the compiled step: the paper's effective batch of 8).
-- Networks: the reference sizes (``cfip_jax.nn.configs`` size ``"reference"``; decoder dropout 0.1).
+- Networks: the reference sizes (``cfip_jax.nn.arch`` size ``"reference"``; decoder dropout 0.1).
 - Optimiser: Adam (b1 0.9, b2 0.95, eps 1e-8) with coupled L2 weight decay 5e-4 (encoder) / 1e-10 (decoder), lr 1e-4,
   linear warm-up over 1000 steps (step 0 uses lr 0), cosine decay to 0 at step 10 000. Deliberate deviation: the
   reference's cosine has no clamp and cycles with period 18 000 steps; here the learning rate stays at ``end_lr`` after
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from cfip_jax.config_files import load_sibling
-from cfip_jax.nn.configs import decoder_config, encoder_config
+from cfip_jax.nn.arch import decoder_arch, encoder_arch
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The reference-sized run config, locked: unknown keys raise."""
-    default = load_sibling(__file__, "default")
     c = default.get_config()
     c.checkpoint_every = 500
     c.keep_checkpoints = 3
@@ -50,8 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.num_batches = 2
 
     for name, model, weight_decay in (
-        ("encoder", encoder_config("reference"), 5e-4),
-        ("decoder", decoder_config("reference"), 1e-10),
+        ("encoder", encoder_arch("reference"), 5e-4),
+        ("decoder", decoder_arch("reference"), 1e-10),
     ):
         stage = c[name]
         stage.steps = 10_000

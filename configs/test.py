@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from cfip_jax.config_files import load_sibling
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
     """Tiny networks and SCMs (d = 5, n = 16), 8 steps per stage; locked."""
-    default = load_sibling(__file__, "default")
     c = default.get_config()
     c.checkpoint_every = 4
     c.keep_checkpoints = 2

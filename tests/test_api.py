@@ -9,7 +9,7 @@ import pytest
 
 from cfip_jax import model_io
 from cfip_jax.api import CondFiP, graph_to_adjacency
-from cfip_jax.nn.configs import decoder_config, encoder_config
+from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
 
@@ -20,8 +20,8 @@ EDGES = [("a", "b"), ("b", "c"), ("a", "d")]
 @pytest.fixture(scope="module")
 def model():
     """A small model with random weights: every property tested here holds for any DAG-respecting mechanism."""
-    enc_cfg = encoder_config("small")
-    dec_cfg = decoder_config("small", encoder_dim=enc_cfg.d_model, dropout=0.0)
+    enc_cfg = encoder_arch("small")
+    dec_cfg = decoder_arch("small", encoder_dim=enc_cfg.d_model, dropout=0.0)
     enc, dec = DatasetEncoder(config=enc_cfg), CondFiPDecoder(config=dec_cfg)
     x = jnp.zeros((1, 8, 4))
     adj = jnp.zeros((1, 4, 4))

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from cfip_jax import loop
-from cfip_jax.bench.train import load_config
-from cfip_jax.checkpoint import StageCheckpointer
-from cfip_jax.parallel import to_host
+from cfip_jax.train import loop
+from cfip_jax.train.checkpoint import StageCheckpointer
+from cfip_jax.train.parallel import to_host
+from configs import paper, test  # noqa: F401
 
 if not jax.config.jax_compilation_cache_dir:  # the SCM sampler takes seconds to compile: share programs across runs
     jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache"))
@@ -23,7 +23,7 @@ STEPS = 6
 
 
 def tiny_config(**overrides):
-    c = load_config("test")
+    c = test.get_config()
     c.encoder.steps = STEPS
     c.checkpoint_every = 2
     c.log_every = 1

@@ -20,7 +20,7 @@ def _load(path: pathlib.Path, name: str):
 
 @pytest.mark.slow
 def test_eval_cli_end_to_end_with_a_checkpoint_trained_here(tmp_path, shared_dir, capsys):
-    from cfip_jax import loop
+    from cfip_jax.train import loop
 
     config = _load(ROOT / "configs" / "test.py", "cfip_test_config").get_config()
     workdir = tmp_path / "run"

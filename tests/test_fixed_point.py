@@ -7,7 +7,7 @@ import pytest
 from jax.tree_util import Partial
 
 from cfip_jax import fixed_point as fp
-from cfip_jax.nn import CondFiPDecoder, decoder_config, decoder_mechanism
+from cfip_jax.nn import CondFiPDecoder, decoder_arch, decoder_mechanism
 from cfip_jax.scm import graphs
 from cfip_jax.scm.mechanisms import apply_mechanism
 from cfip_jax.scm.priors import scm_prior
@@ -169,7 +169,7 @@ def test_decoder_mechanism_fixed_point_and_caching():
     node_mask = np.arange(d + pad) < d
     node_mask = np.broadcast_to(node_mask, (batch, d + pad))
     noise = rng.normal(size=(batch, n, d + pad)).astype(np.float32) * node_mask[:, None, :]
-    model = CondFiPDecoder(decoder_config("small"))
+    model = CondFiPDecoder(decoder_arch("small"))
     enc = jnp.asarray(rng.normal(size=(batch, n, d + pad, 64)), jnp.float32)
     params = model.init(jax.random.key(0), noise, enc, adj, node_mask)
     embed = jax.jit(lambda p, e: model.apply(p, e, adj, node_mask, method="embed"))

@@ -10,8 +10,8 @@ from cfip_jax.nn import (
     DatasetEncoder,
     dag_attention,
     dag_attention_weights,
-    decoder_config,
-    encoder_config,
+    decoder_arch,
+    encoder_arch,
     sample_attention,
 )
 from cfip_jax.nn.layers import AdaLNBlock, PreLNBlock
@@ -116,7 +116,7 @@ def data():
 @pytest.fixture(scope="module")
 def encoder(data):
     x, adj, mask = data
-    model = DatasetEncoder(encoder_config("small"))
+    model = DatasetEncoder(encoder_arch("small"))
     params = perturbed(model.init(jax.random.key(0), x, adj, mask), np.random.default_rng(1), 0.1)
     return model, params, jax.jit(lambda p, x, a, m: model.apply(p, x, a, m))
 
@@ -124,7 +124,7 @@ def encoder(data):
 @pytest.fixture(scope="module")
 def decoder(data):
     x, adj, mask = data
-    model = CondFiPDecoder(decoder_config("small", dropout=0.1))
+    model = CondFiPDecoder(decoder_arch("small", dropout=0.1))
     enc = jnp.asarray(np.random.default_rng(2).normal(size=(B, N_SAMPLES, N, 64)), jnp.float32)
     params = perturbed(model.init(jax.random.key(1), x, enc, adj, mask), np.random.default_rng(3), 0.1)
     fn = jax.jit(lambda p, z, e, a, m: model.apply(p, z, e, a, m))
@@ -138,22 +138,22 @@ def test_reference_parameter_counts():
     """Exactly the reference's trainable parameters less its two unused embedding tables."""
     count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
     x, adj, mask = jnp.zeros((1, 4, 3)), jnp.zeros((1, 3, 3)), jnp.ones((1, 3), bool)
-    enc = jax.eval_shape(DatasetEncoder(encoder_config()).init, jax.random.key(0), x, adj, mask)
+    enc = jax.eval_shape(DatasetEncoder(encoder_arch()).init, jax.random.key(0), x, adj, mask)
     dec = jax.eval_shape(
-        CondFiPDecoder(decoder_config()).init, jax.random.key(0), x, jnp.zeros((1, 4, 3, 256)), adj, mask
+        CondFiPDecoder(decoder_arch()).init, jax.random.key(0), x, jnp.zeros((1, 4, 3, 256)), adj, mask
     )
     assert count(enc) == 5_539_841
     assert count(dec) == 8_173_057
 
 
 def test_config_validation():
-    assert encoder_config("small", dtype="bfloat16").dtype == "bfloat16"
+    assert encoder_arch("small", dtype="bfloat16").dtype == "bfloat16"
     with pytest.raises(ValueError, match="size"):
-        encoder_config("huge")
+        encoder_arch("huge")
     with pytest.raises(ValueError, match="config field"):
-        decoder_config(width=3)
+        decoder_arch(width=3)
     with pytest.raises(ValueError, match="dtype"):
-        decoder_config(dtype="float16")
+        decoder_arch(dtype="float16")
 
 
 # ---------------------------------------------------------------- DAG attention
@@ -383,8 +383,8 @@ def test_decoder_dropout_and_gradients(data, decoder):
 
 def test_bfloat16_compute_is_finite_and_close(data):
     x, adj, mask = data
-    f32 = DatasetEncoder(encoder_config("small"))
-    bf16 = DatasetEncoder(encoder_config("small", dtype="bfloat16"))
+    f32 = DatasetEncoder(encoder_arch("small"))
+    bf16 = DatasetEncoder(encoder_arch("small", dtype="bfloat16"))
     params = f32.init(jax.random.key(0), x, adj, mask)
     out32, out16 = f32.apply(params, x, adj, mask), bf16.apply(params, x, adj, mask)
     assert out16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out16)))

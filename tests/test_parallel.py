@@ -13,13 +13,13 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P  # noqa: N817
 
-from cfip_jax import loop
-from cfip_jax.bench.train import load_config
-from cfip_jax.ema import EMAConfig
-from cfip_jax.optim import learning_rate_schedule, make_optimizer
-from cfip_jax.parallel import DATA_AXIS, make_mesh, replicated, to_host
-from cfip_jax.train_state import TrainState
-from cfip_jax.train_step import StepConfig, make_batch_train_step, make_sampler
+from cfip_jax.train import loop
+from cfip_jax.train.ema import EMAConfig
+from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
+from cfip_jax.train.parallel import DATA_AXIS, make_mesh, replicated, to_host
+from cfip_jax.train.state import TrainState
+from cfip_jax.train.step import StepConfig, make_batch_train_step, make_sampler
+from configs import paper, test  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache")
@@ -31,7 +31,7 @@ if not jax.config.jax_compilation_cache_dir:  # the SCM sampler takes seconds to
 def test_sharded_step_equals_single_device_step():
     """Stage 2 (both networks), 2 micro-batches of 4 datasets: 4 devices vs 1 device vs a plain full-batch gradient."""
     assert jax.device_count() == 4
-    config = load_config("test")
+    config = test.get_config()
     config.decoder.grad_accum = 2
     # Attention key biases have an exactly zero gradient in exact arithmetic (softmax ignores a per-query constant);
     # Adam with eps 1e-8 turns their ~1e-10 rounding noise into ±lr steps. A larger eps keeps the comparison about
@@ -132,7 +132,7 @@ def test_two_processes_reach_the_same_parameters_as_one(tmp_path):
         )
         for i in range(2)
     ]
-    config = load_config("test")
+    config = test.get_config()
     config.encoder.steps = steps
     config.checkpoint_every = steps
     config.encoder.optim.eps = eps

@@ -13,15 +13,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cfip_jax import checkpoint as ckpt_lib
-from cfip_jax import loop, losses
-from cfip_jax.bench.train import load_config
-from cfip_jax.ema import EMAConfig, ema_decay, ema_update
-from cfip_jax.metrics_writer import read_metrics
-from cfip_jax.optim import learning_rate_schedule, make_optimizer
-from cfip_jax.parallel import local_batch_size, make_mesh, replicated, to_host
-from cfip_jax.train_state import TrainState
-from cfip_jax.train_step import StepConfig, make_train_step
+from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train import loop, losses
+from cfip_jax.train.ema import EMAConfig, ema_decay, ema_update
+from cfip_jax.train.metrics_writer import read_metrics
+from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
+from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
+from cfip_jax.train.state import TrainState
+from cfip_jax.train.step import StepConfig, make_train_step
+from configs import paper, test  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ if not jax.config.jax_compilation_cache_dir:
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-    c = load_config("test")
+    c = test.get_config()
     for key, value in overrides.items():
         node = c
         *path, leaf = key.split(".")
@@ -64,7 +64,7 @@ def reference_lambda(t: int) -> float:
 
 
 def test_paper_schedule_matches_reference_then_floors():
-    cfg = load_config("paper")
+    cfg = paper.get_config()
     for name in ("encoder", "decoder"):
         schedule = learning_rate_schedule(cfg[name].optim)
         assert float(schedule(0)) == 0.0  # the first step does not move the parameters

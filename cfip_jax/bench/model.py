@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cfip_jax import fixed_point
-from cfip_jax.nn import CondFiPDecoder, DatasetEncoder, decoder_config, decoder_mechanism, encoder_config
+from cfip_jax.nn import CondFiPDecoder, DatasetEncoder, decoder_arch, decoder_mechanism, encoder_arch
 
 
 def median_time(fn: Callable[[], Any], reps: int) -> float:
@@ -74,8 +74,8 @@ def bench_networks(
     x = jnp.asarray(rng.normal(size=(batch, n, d)), jnp.float32)
     adj = jnp.asarray(random_dags(rng, batch, d))
     node_mask = jnp.ones((batch, d), bool)
-    enc = DatasetEncoder(encoder_config(size, dtype=dtype))
-    dec = CondFiPDecoder(decoder_config(size, dtype=dtype))
+    enc = DatasetEncoder(encoder_arch(size, dtype=dtype))
+    dec = CondFiPDecoder(decoder_arch(size, dtype=dtype))
     enc_params = enc.init(jax.random.key(0), x[:, :8], adj, node_mask)
     half = n // 2
     encoding = jax.jit(lambda p, x: enc.apply(p, x, adj, node_mask, method="encode"))(enc_params, x[:, :half])
@@ -113,7 +113,7 @@ def bench_networks(
 def bench_generation(reps: int, n: int = 400, dims: tuple[int, ...] = (20, 100)) -> dict[str, float]:
     """Time to generate ``n`` samples of one dataset with the small decoder, d steps vs longest-path + 1 steps."""
     rng = np.random.default_rng(1)
-    dec = CondFiPDecoder(decoder_config("small"))
+    dec = CondFiPDecoder(decoder_arch("small"))
     cfg = dec.config
     out = {}
     for d in dims:

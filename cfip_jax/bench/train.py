@@ -1,42 +1,65 @@
-"""Training throughput: steps/s, datasets/s and the share of a step spent sampling SCM data, per config and stage.
+"""Training throughput: steps/s, datasets/s and where a step's time goes, per config and stage.
 
-For each config (``configs/default.py``, ``configs/paper.py``) and stage, on this machine's devices, the compiled
-training step (sampling included, the same function ``train.py`` runs) is timed over a few steps after compilation,
-and so is the data sampler alone (the same jitted, data-parallel ``sample_batch`` call that the step makes). The
-stage-2 step uses a randomly initialised frozen encoder (same cost as a trained one). Times are medians with
-``block_until_ready``. Ends with one JSON line.
+For each config (``configs/NAME.py``, imported as ``configs.NAME``: run from the repository root) and stage, on this
+machine's devices, the compiled training step (sampling included, the same function ``train.py`` runs) is timed over a
+few steps after compilation, and so is the data sampler alone (the same jitted, data-parallel call that the step
+makes). The stage-2 step uses a randomly initialised frozen encoder (same cost as a trained one). Times are medians
+with ``block_until_ready``. Ends with one JSON line.
 
-Usage: ``python -m cfip_jax.bench.train [--configs default,paper] [--steps 5] [--paper_steps 2]``
+``--breakdown``: the share of a step taken by each part, from a ``jax.profiler`` trace of a few steps. Every XLA
+operation of the trace is mapped to the operation of the compiled program it ran (by name) and from there to the
+source it came from (its ``op_name``, which carries the Flax module path and the ``jax.named_scope`` of the attention
+kernels): the sampler (``_sample_batch``), the backward pass (ops under ``transpose(jvp(…))``), the optimiser and EMA
+(ops outside the loss), and the forward pass split into sample attention (``sample_attention``), node attention
+(``dag_attention``: the encoder's node blocks and the decoder's adaLN blocks), MLPs and head (``mlp``, ``norm_mlp``,
+``head_*``, the decoder's ``out``) and the rest (projections, norms, modulation, embeddings). Shares are of the traced
+operations' summed durations (the profiler adds a little time to each operation, so many small ones weigh somewhat
+more than in an untraced step); the backward pass is split the same way.
+
+``--against PATH``: the same figures for a second checkout (e.g. a worktree of an older commit), measured in turns with
+this one — A, B, A, B, … in separate processes, ``--rounds`` times — and the ratio of the medians.
+
+Usage: ``python -m cfip_jax.bench.train [--configs default,paper] [--steps 5] [--paper_steps 2] [--breakdown]
+[--against PATH --rounds 3]``
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import importlib
 import json
 import os
-import pathlib
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 
-from cfip_jax import loop
-from cfip_jax.config_files import load_module
-from cfip_jax.ema import EMAConfig
-from cfip_jax.optim import learning_rate_schedule, make_optimizer
-from cfip_jax.parallel import local_batch_size, make_mesh, replicated
-from cfip_jax.train_state import TrainState
-from cfip_jax.train_step import STREAM_TRAIN, StepConfig, make_sampler, make_train_step, stream_key
+from cfip_jax.train.ema import EMAConfig
+from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
+from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated
+from cfip_jax.train.stage import build_stage, data_spec
+from cfip_jax.train.state import create_state
+from cfip_jax.train.step import STREAM_TRAIN, StepConfig, make_sampler, make_train_step, stream_key
+
+PARTS = ("sampler", "sample attention", "node attention", "MLPs and head", "projections/norms/other", "backward",
+         "optimiser/EMA")  # fmt: skip
 
 
-def load_config(name: str):
-    """``get_config()`` of ``configs/{name}.py`` (beside the package in a source checkout, else under the cwd)."""
-    candidates = [pathlib.Path(__file__).resolve().parents[2] / "configs", pathlib.Path.cwd() / "configs"]
-    for folder in candidates:
-        path = folder / f"{name}.py"
-        if path.exists():
-            return load_module(path).get_config()
-    raise ValueError(f"config {name!r} not found in {', '.join(map(str, candidates))}")
+def run_config(name: str):
+    """``configs.{name}.get_config()`` (run from the repository root, where ``configs/`` is)."""
+    try:
+        module = importlib.import_module(f"configs.{name}")
+    except ModuleNotFoundError as err:
+        raise SystemExit(f"error: config {name!r} not found ({err}); run from the repository root") from None
+    return module.get_config()
 
 
 def _median_time(fn, reps: int) -> float:
@@ -48,49 +71,46 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def bench_stage(config, stage_name: str, steps: int) -> dict[str, float]:
-    """Time one stage's training step and its sampler; returns the figures of that stage."""
+def _build(config, stage_name: str):
     mesh = make_mesh()
-    stage = loop.build_stage(config, stage_name)
     scfg = config[stage_name]
-    spec = loop.data_spec(
-        config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"), pack=bool(config.data.pack)
-    )
-    tx = make_optimizer(scfg.optim)
+    spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"),
+                     pack=bool(config.data.pack))  # fmt: skip
     cfg = StepConfig(
-        stage=stage,
+        stage=build_stage(config, stage_name),
         spec=spec,
-        tx=tx,
+        tx=make_optimizer(scfg.optim),
         schedule=learning_rate_schedule(scfg.optim),
         ema=EMAConfig.from_config(scfg.ema),
         grad_accum=int(scfg.grad_accum),
         seed=int(config.seed),
     )
-    key = jax.random.key(0)
+    state = jax.jit(lambda: create_state(config, stage_name, jax.random.key(0)), out_shardings=replicated(mesh))()
+    return mesh, cfg, state
 
-    def init():
-        frozen = stage.init_frozen(key, spec) if stage_name == "decoder" else {}
-        return TrainState.create(stage.init(key, spec), tx, frozen)
 
-    state = jax.jit(init, out_shardings=replicated(mesh))()
+def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) -> dict:
+    """Time one stage's training step and its sampler (and, with ``breakdown``, its parts)."""
+    mesh, cfg, state = _build(config, stage_name)
     train_step = make_train_step(cfg, mesh)
-    sampler = jax.jit(make_sampler(spec, stream_key(config.seed, stage_name, STREAM_TRAIN), mesh, cfg.grad_accum))
-
+    sampler = jax.jit(make_sampler(cfg.spec, stream_key(config.seed, stage_name, STREAM_TRAIN), mesh, cfg.grad_accum))
+    scale = jnp.ones((), jnp.float32)
     start = time.perf_counter()
-    state, metrics = train_step(state)
+    compiled = train_step.lower(state, scale).compile()
+    state, metrics = compiled(state, scale)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     holder = {"state": state}
 
     def one_step():
-        holder["state"], m = train_step(holder["state"])
+        holder["state"], m = compiled(holder["state"], scale)
         return m
 
     step_s = _median_time(one_step, steps)
     jax.block_until_ready(sampler(holder["state"].step))  # compile
     sample_s = _median_time(lambda: sampler(holder["state"].step), max(steps, 3))
-    datasets = config.data.batch_size * int(scfg.grad_accum)
-    return {
+    datasets = config.data.batch_size * int(cfg.grad_accum)
+    out = {
         "steps_per_sec": 1.0 / step_s,
         "datasets_per_sec": datasets / step_s,
         "sample_share": sample_s / step_s,
@@ -98,6 +118,90 @@ def bench_stage(config, stage_name: str, steps: int) -> dict[str, float]:
         "sample_s": sample_s,
         "compile_s": compile_s,
     }
+    if breakdown:
+        out["parts"], out["backward_parts"] = profile_parts(compiled, holder, scale, steps=max(2, min(steps, 4)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The breakdown
+# ---------------------------------------------------------------------------------------------------------------
+def _op_names(hlo_text: str) -> dict[str, str]:
+    """Instruction name → ``op_name`` metadata, for every instruction of the compiled program (nested ones too)."""
+    names = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]*)\"", line)
+        if m:
+            names[m.group(1)] = m.group(2)
+    return names
+
+
+def part_of(op_name: str) -> tuple[str, str]:
+    """``(part, component)`` of one operation from its ``op_name`` (see the module docstring)."""
+    if "_sample_batch" in op_name:
+        return "sampler", "sampler"
+    if "jvp(" not in op_name:
+        return "optimiser/EMA", "optimiser/EMA"
+    if "sample_attention" in op_name:
+        component = "sample attention"
+    elif "dag_attention" in op_name:
+        component = "node attention"
+    elif re.search(r"/(mlp|norm_mlp|head_\w+)/", op_name) or re.search(r"CondFiPDecoder\.decode/(out|norm)/", op_name):
+        component = "MLPs and head"
+    else:
+        component = "projections/norms/other"
+    return ("backward" if "transpose(jvp(" in op_name else component), component
+
+
+def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Shares of the traced time by part, and of the backward pass by component (each summing to 1)."""
+    names = _op_names(compiled.as_text())
+    with tempfile.TemporaryDirectory() as logdir:
+        with jax.profiler.trace(logdir, create_perfetto_trace=True):
+            for _ in range(steps):
+                holder["state"], m = compiled(holder["state"], scale)
+                jax.block_until_ready(m)
+        (path,) = glob.glob(os.path.join(logdir, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)["traceEvents"]
+    parts: collections.Counter = collections.Counter()
+    backward: collections.Counter = collections.Counter()
+    for event in events:
+        op = names.get(event.get("name", "")) if event.get("ph") == "X" else None
+        if op is None:
+            continue
+        part, component = part_of(op)
+        parts[part] += event["dur"]
+        if part == "backward":
+            backward[component] += event["dur"]
+    total, total_bwd = sum(parts.values()) or 1.0, sum(backward.values()) or 1.0
+    return ({p: parts[p] / total for p in PARTS}, {c: v / total_bwd for c, v in sorted(backward.items())})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+def _against(args, names: list[str]) -> dict:
+    """Alternate processes of this checkout and ``args.against``; medians of datasets/s and their ratio."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    trees = {"new": here, "old": os.path.abspath(args.against)}
+    cmd = [sys.executable, "-m", "cfip_jax.bench.train", "--configs", ",".join(names), "--steps", str(args.steps),
+           "--paper_steps", str(args.paper_steps)]  # fmt: skip
+    runs: dict[str, list[dict]] = {k: [] for k in trees}
+    for r in range(args.rounds):
+        for label, tree in trees.items():
+            env = dict(os.environ, PYTHONPATH=tree)
+            done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True)
+            runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rates = (f"{k} {v}" for k, v in runs[label][-1].items() if k.endswith("datasets_per_sec"))
+            print(f"round {r + 1} {label}: " + ", ".join(rates), flush=True)
+    out = {}
+    for key in (k for k in runs["new"][0] if k.endswith("datasets_per_sec")):
+        new = statistics.median(r[key] for r in runs["new"])
+        old = statistics.median(r[key] for r in runs["old"] if key in r)
+        out.update({f"{key}_new": round(new, 3), f"{key}_old": round(old, 3), f"{key}_ratio": round(new / old, 3)})
+        print(f"{key}: new {new:.2f}, old {old:.2f} (medians of {args.rounds} turns each) → {new / old:.2f}×")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,17 +209,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--configs", default="default,paper", help="comma-separated config names under configs/")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after compilation)")
     parser.add_argument("--paper_steps", type=int, default=2, help="timed steps per stage for the paper config")
+    parser.add_argument("--breakdown", action="store_true", help="profile the step and print the share of each part")
+    parser.add_argument("--against", help="a second checkout to measure in turns with this one")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per checkout with --against")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.paper_steps < 1:
-        parser.error("--steps and --paper_steps must be >= 1")
+    if args.steps < 1 or args.paper_steps < 1 or args.rounds < 1:
+        parser.error("--steps, --paper_steps and --rounds must be >= 1")
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.against:
+        if not os.path.isdir(os.path.join(args.against, "cfip_jax")):
+            parser.error(f"--against {args.against}: not a checkout of this project")
+        results = _against(args, names)
+        print(json.dumps(results))
+        return results
     devices = jax.devices()
     print(f"devices: {len(devices)} × {devices[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores")
-    results: dict[str, float | str] = {"backend": jax.default_backend(), "devices": len(devices)}
-    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        config = load_config(name)
+    results: dict = {"backend": jax.default_backend(), "devices": len(devices)}
+    for name in names:
+        config = run_config(name)
         steps = args.paper_steps if name == "paper" else args.steps
         for stage_name in ("encoder", "decoder"):
-            r = bench_stage(config, stage_name, steps)
+            r = bench_stage(config, stage_name, steps, breakdown=args.breakdown)
             batch = f"{config.data.batch_size}×{config[stage_name].grad_accum}"
             print(
                 f"{name:>8} {stage_name:>7} (batch {batch}, d {max(config.data.node_counts)}, n {config.data.n}): "
@@ -126,6 +240,12 @@ def main(argv: list[str] | None = None) -> dict:
             )
             for k in ("steps_per_sec", "datasets_per_sec", "sample_share"):
                 results[f"{name}_{stage_name}_{k}"] = round(r[k], 4)
+            if args.breakdown:
+                print("         parts: " + ", ".join(f"{p} {100 * s:.1f}%" for p, s in r["parts"].items()))
+                bwd = r["backward_parts"].items()
+                print("         backward: " + ", ".join(f"{p} {100 * s:.1f}%" for p, s in bwd))
+                for p, s in r["parts"].items():
+                    results[f"{name}_{stage_name}_share_{p.split()[0].split('/')[0].lower()}"] = round(s, 4)
     print(json.dumps(results))
     return results
 

@@ -27,10 +27,10 @@ import numpy as np
 from jax.tree_util import Partial
 
 from cfip_jax import fixed_point
+from cfip_jax import model as model_lib
 from cfip_jax.data.io import Dataset
 from cfip_jax.eval import baselines, dowhy_gcm, fip
 from cfip_jax.eval.metrics import rmse
-from cfip_jax.nn.decoder import decoder_mechanism
 
 TASKS = ("noise", "generation", "interventional", "counterfactual")
 
@@ -197,30 +197,17 @@ def true_mechanism_method(apply: Callable[[jax.Array], jax.Array], scale_from: S
     return lambda z: (apply(z * std + mean) - mean) / std
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _condition(encoder, decoder, encoder_params, decoder_params, x, adj):
-    mask = jnp.ones(x.shape[:1] + x.shape[-1:], bool)
-    encoding = encoder.apply(encoder_params, x, adj, mask, method="encode")
-    return decoder.apply(decoder_params, encoding, adj, mask, method="embed")
-
-
-def _unbatched(mechanism, z):
-    return mechanism(z[None])[0] if z.ndim == 2 else mechanism(z)
-
-
 def cond_fip_method(model, name: str = "cond-fip") -> Method:
     """Cond-FiP as a :class:`Method`: no fitting, the context is encoded and conditions the decoder (zero-shot).
 
     Args:
-      model: a :class:`cfip_jax.model_io.TrainedModel`.
+      model: a :class:`cfip_jax.model.TrainedModel`.
       name: the reported method name.
     """
 
     def fit(x: np.ndarray, adj: np.ndarray):
-        x = jnp.asarray(x, jnp.float32)[None]
         adj = jnp.asarray(adj, jnp.float32)[None]
-        cond = _condition(model.encoder, model.decoder, model.encoder_params, model.decoder_params, x, adj)
-        mech = decoder_mechanism(model.decoder, model.decoder_params, cond, adj, None)
-        return Partial(_unbatched, mech)
+        cond = model_lib.condition_jit(model, jnp.asarray(x, jnp.float32)[None], adj)
+        return model_lib.mechanism(model, cond, adj, single=True)
 
     return Method(name, fit)

@@ -44,6 +44,7 @@ def dag_attention_weights(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), jnp.exp(-shift))
 
 
+@jax.named_scope("dag_attention")
 def _dag_attention_fwd(q, k, v, mask):
     """Forward of :func:`_dag_attention` with the residuals of its backward pass."""
     s = jnp.einsum("bshid,bshjd->bshij", q, k, preferred_element_type=jnp.float32)
@@ -64,6 +65,7 @@ def _dag_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) ->
     return _dag_attention_fwd(q, k, v, mask)[0]
 
 
+@jax.named_scope("dag_attention")
 def _dag_attention_bwd(residuals, d_out):
     """dS = W ⊙ (dP − slope · rowsum(dO ⊙ O)) (the shift is a constant: it cancels in W)."""
     q, k, v, w, slope, out, mask = residuals
@@ -79,6 +81,7 @@ def _dag_attention_bwd(residuals, d_out):
 _dag_attention.defvjp(lambda q, k, v, mask: _dag_attention_fwd(q, k, v, mask), _dag_attention_bwd)
 
 
+@jax.named_scope("dag_attention")
 def dag_attention_heads(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float = 1.0) -> jax.Array:
     """Graph-masked attention along the node axis, head-major layout.
 
@@ -116,6 +119,7 @@ def _materialised(coef_a: jax.Array, coef_b: jax.Array, parts: tuple[jax.Array, 
     return a * parts[0] + b * parts[1] + parts[2]
 
 
+@jax.named_scope("dag_attention")
 def dag_attention_factored(
     q: jax.Array,
     coef_a: jax.Array,
@@ -210,6 +214,7 @@ def _chunked_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, chunks:
     return _chunked_softmax_attention_fwd(q, k, v, chunks)[0]
 
 
+@jax.named_scope("sample_attention")
 def _chunked_softmax_attention_fwd(q, k, v, chunks):
     out, lse = jax.lax.map(
         lambda t: _softmax_attention_chunk(*t), (_split(q, chunks), _split(k, chunks), _split(v, chunks))
@@ -218,6 +223,7 @@ def _chunked_softmax_attention_fwd(q, k, v, chunks):
     return out, (q, k, v, out, _merge(lse))
 
 
+@jax.named_scope("sample_attention")
 def _chunked_softmax_attention_bwd(chunks, residuals, d_out):
     parts = tuple(_split(t, chunks) for t in residuals + (d_out,))
     return tuple(_merge(g) for g in jax.lax.map(lambda t: _softmax_attention_chunk_grad(*t), parts))
@@ -226,6 +232,7 @@ def _chunked_softmax_attention_bwd(chunks, residuals, d_out):
 _chunked_softmax_attention.defvjp(_chunked_softmax_attention_fwd, _chunked_softmax_attention_bwd)
 
 
+@jax.named_scope("sample_attention")
 def sample_attention_heads(q: jax.Array, k: jax.Array, v: jax.Array, scale: float = 1.0) -> jax.Array:
     """Unmasked softmax attention along the sample axis, head-major layout.
 

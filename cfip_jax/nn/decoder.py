@@ -47,7 +47,7 @@ class CondFiPDecoder(nn.Module):
     """Conditional FiP decoder: the learned mechanism map z ↦ F(z) of the dataset it is conditioned on.
 
     Attributes:
-      config: a :func:`cfip_jax.nn.configs.decoder_config` (``d_model``, ``num_heads``, ``key_dim``, ``num_layers``,
+      config: a :func:`cfip_jax.nn.arch.decoder_arch` (``d_model``, ``num_heads``, ``key_dim``, ``num_layers``,
         ``mlp_dim``, ``dropout``, ``num_layers_dataset``, ``encoder_dim``, ``dtype``).
     """
 

@@ -53,7 +53,7 @@ class DatasetEncoder(nn.Module):
     """Dataset encoder; predicts F(x) = x − noise for every sample and node.
 
     Attributes:
-      config: an :func:`cfip_jax.nn.configs.encoder_config` (``d_model``, ``num_heads``, ``key_dim``, ``num_layers``,
+      config: an :func:`cfip_jax.nn.arch.encoder_arch` (``d_model``, ``num_heads``, ``key_dim``, ``num_layers``,
         ``mlp_dim``, ``head_dim``, ``dropout``, ``dtype``).
     """
 

@@ -1,6 +1,6 @@
 """Data parallelism: one ``data`` mesh axis over every device of every process, and the ``shard_map`` wrapper.
 
-The training step (:mod:`cfip_jax.train_step`) is written for one device's share of the batch and wrapped once with
+The training step (:mod:`cfip_jax.train.step`) is written for one device's share of the batch and wrapped once with
 ``jax.shard_map`` over :data:`DATA_AXIS`. The state is replicated (``P()``); each device draws its own datasets inside
 the compiled step, so no batch crosses the host.
 """

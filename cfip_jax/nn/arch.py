@@ -2,7 +2,7 @@
 
 Both functions return an ``ml_collections.FrozenConfigDict`` (a ``ConfigDict`` that is hashable, so a module holding it
 can be a static ``jax.jit`` argument). Override fields with keyword arguments, e.g.
-``encoder_config("small", dtype="bfloat16")``, or thaw with ``.as_configdict()``, edit, and freeze again.
+``encoder_arch("small", dtype="bfloat16")``, or thaw with ``.as_configdict()``, edit, and freeze again.
 
 Encoder fields: ``d_model`` (D), ``num_heads`` (H), ``key_dim`` (d_k), ``num_layers`` (sample+node layer pairs),
 ``mlp_dim`` (FFN hidden size), ``head_dim`` (hidden width of the F(x) head MLP), ``dropout``, ``dtype``.
@@ -72,7 +72,7 @@ def _build(table: dict[str, dict[str, Any]], size: str, overrides: dict[str, Any
     return ml_collections.FrozenConfigDict(fields)
 
 
-def encoder_config(size: str = "reference", **overrides: Any) -> ml_collections.FrozenConfigDict:
+def encoder_arch(size: str = "reference", **overrides: Any) -> ml_collections.FrozenConfigDict:
     """Configuration of :class:`cfip_jax.nn.encoder.DatasetEncoder`.
 
     Args:
@@ -82,7 +82,7 @@ def encoder_config(size: str = "reference", **overrides: Any) -> ml_collections.
     return _build(_ENCODER, size, overrides)
 
 
-def decoder_config(size: str = "reference", **overrides: Any) -> ml_collections.FrozenConfigDict:
+def decoder_arch(size: str = "reference", **overrides: Any) -> ml_collections.FrozenConfigDict:
     """Configuration of :class:`cfip_jax.nn.decoder.CondFiPDecoder`.
 
     Args:

@@ -1,11 +1,6 @@
 """The training and validation steps of both stages, written for one device and wrapped once with ``jax.shard_map``.
 
-Stage 1 (``"encoder"``, SPEC.md §6.4): the dataset encoder predicts F(x) = x − noise on all ``n`` samples; the loss is
-:func:`cfip_jax.losses.encoder_loss` (per-sample RMSE over real nodes, averaged).
-
-Stage 2 (``"decoder"``, SPEC.md §6.6): the frozen stage-1 encoder (its EMA parameters, no gradient) encodes the first
-``n_context`` samples; the decoder predicts F(x) on the remaining query samples from their x; the loss is
-:func:`cfip_jax.losses.decoder_loss` (per-dataset RMSE, averaged).
+What each stage computes is :class:`cfip_jax.train.stage.Stage`; this module turns it into compiled steps.
 
 Randomness: step ``t`` draws everything from ``fold_in(stream_key, t)``. Micro-batch ``m`` of a step (gradient
 accumulation) uses ``fold_in(·, m)``; device ``i`` of the ``data`` axis then draws its own share of the datasets from
@@ -19,7 +14,8 @@ annotate its loop carries as device-varying) feeds the per-device update (``shar
 ``check_vma=True``). Each device computes the ``lax.pmean`` of the loss over ``data`` and differentiates that (the
 pattern that gives the full-batch gradient under ``check_vma=True``); accumulation averages the micro-batch gradients
 in a ``lax.scan`` inside the step, so one call is one optimiser step and the optax/schedule step count is the
-optimiser step count.
+optimiser step count. The step also takes ``lr_scale``, a host-computed factor on the update (1 except during the
+decay phase of a time-budgeted run, :mod:`cfip_jax.train.budget`), so the schedule can end with the budget.
 """
 
 from __future__ import annotations
@@ -28,122 +24,26 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from cfip_jax import losses
-from cfip_jax.ema import EMAConfig, ema_update
-from cfip_jax.parallel import DATA_AXIS
 from cfip_jax.scm.batch import Batch, BatchSpec, combination_indices, sample_batch
-from cfip_jax.train_state import TrainState
+from cfip_jax.train.ema import EMAConfig, ema_update
+from cfip_jax.train.parallel import DATA_AXIS
+from cfip_jax.train.stage import STAGES, Stage
+from cfip_jax.train.state import TrainState
 
 # fold_in constants naming the random streams.
 STREAM_TRAIN, STREAM_EVAL, STREAM_INIT = 0, 1, 2
 SUB_DATA, SUB_DROPOUT = 0, 1
-STAGE_IDS = {"encoder": 0, "decoder": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """The networks and data split of one training stage (hashable, so it can close over jitted functions).
-
-    Attributes:
-      name: ``"encoder"`` or ``"decoder"``.
-      encoder: the dataset encoder (trained in stage 1, frozen in stage 2).
-      decoder: the Cond-FiP decoder (stage 2 only).
-      n_context: samples given to the frozen encoder in stage 2 (the rest are the decoder's queries).
-    """
-
-    name: str
-    encoder: nn.Module
-    decoder: nn.Module | None = None
-    n_context: int = 0
-
-    def __post_init__(self):
-        if self.name not in STAGE_IDS:
-            raise ValueError(f"unknown stage {self.name!r}; valid: {', '.join(STAGE_IDS)}")
-        if self.name == "decoder" and self.decoder is None:
-            raise ValueError("the decoder stage needs a decoder module")
-
-    # -- parameters ----------------------------------------------------------------------------------------------
-    def init(self, key: jax.Array, spec: BatchSpec) -> Any:
-        """Initial variables of the trained network, from dummy inputs of the spec's shapes."""
-        n, big_n = spec.n, spec.max_nodes
-        x = jnp.zeros((1, n, big_n), jnp.float32)
-        adj = jnp.zeros((1, big_n, big_n), jnp.float32)
-        mask = jnp.ones((1, big_n), bool)
-        if self.name == "encoder":
-            return self.encoder.init({"params": key}, x, adj, mask)
-        n_query = n - self.n_context
-        encoding = jnp.zeros((1, self.n_context, big_n, self.decoder.config.encoder_dim), jnp.float32)
-        return self.decoder.init({"params": key}, x[:, :n_query], encoding, adj, mask)
-
-    def init_frozen(self, key: jax.Array, spec: BatchSpec) -> Any:
-        """Random encoder variables of the right structure (shape template for stage 2's frozen encoder)."""
-        big_n = spec.max_nodes
-        return self.encoder.init(
-            {"params": key},
-            jnp.zeros((1, spec.n, big_n), jnp.float32),
-            jnp.zeros((1, big_n, big_n), jnp.float32),
-            jnp.ones((1, big_n), bool),
-        )
-
-    # -- forward passes ------------------------------------------------------------------------------------------
-    def predict(self, params: Any, frozen: Any, batch: Batch, dropout_key: jax.Array | None) -> tuple:
-        """Predictions and targets of the stage on a (local) batch.
-
-        Args:
-          params: variables of the trained network.
-          frozen: stage 2: the frozen encoder's variables; stage 1: ignored.
-          batch: ``x, noise [B, n, N]``, ``adj [B, N, N]``, ``node_mask [B, N]``.
-          dropout_key: key of the ``"dropout"`` stream (training), or None (deterministic, validation).
-
-        Returns:
-          ``(pred, target)``, each ``[B, n, N]`` (stage 1) or ``[B, n − n_context, N]`` (stage 2).
-        """
-        train = dropout_key is not None
-        rngs = {"dropout": dropout_key} if train else {}
-        target = batch.x - batch.noise
-        if self.name == "encoder":
-            pred = self.encoder.apply(params, batch.x, batch.adj, batch.node_mask, deterministic=not train, rngs=rngs)
-            return pred, target
-        c = self.n_context
-        encoding = self.encoder.apply(frozen, batch.x[:, :c], batch.adj, batch.node_mask, method="encode")
-        encoding = lax.stop_gradient(encoding)
-        pred = self.decoder.apply(
-            params, batch.x[:, c:], encoding, batch.adj, batch.node_mask, deterministic=not train, rngs=rngs
-        )
-        return pred, target[:, c:]
-
-    def loss(self, params: Any, frozen: Any, batch: Batch, dropout_key: jax.Array | None) -> jax.Array:
-        """The stage's training loss on a (local) batch (scalar)."""
-        pred, target = self.predict(params, frozen, batch, dropout_key)
-        fn = losses.encoder_loss if self.name == "encoder" else losses.decoder_loss
-        return fn(pred, target, batch.node_mask, batch.segment, batch.segments)
-
-    def per_dataset_errors(self, params: Any, frozen: Any, batch: Batch) -> dict[str, jax.Array]:
-        """Validation errors of each dataset, deterministic forward pass.
-
-        Returns:
-          ``{"rmse": [B], "rmse_zero": [B]}``: the stage's error measure (stage 1: mean over samples of the per-sample
-          RMSE; stage 2: the per-dataset RMSE on the query samples) for the prediction and for predicting 0.
-        """
-        pred, target = self.predict(params, frozen, batch, None)
-        zero = jnp.zeros_like(target)
-        if self.name == "encoder":
-            err = lambda p: jnp.mean(losses.per_sample_rmse(p, target, batch.node_mask), axis=-1)
-        else:
-            err = lambda p: losses.per_dataset_rmse(p, target, batch.node_mask)
-        return {"rmse": err(pred), "rmse_zero": err(zero)}
 
 
 def stream_key(seed: int, stage: str, stream: int) -> jax.Array:
     """The base key of one random stream of one stage: ``fold_in(fold_in(key(seed), stage), stream)``."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STAGE_IDS[stage]), stream)
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STAGES.index(stage)), stream)
 
 
 def loss_and_grads(stage: Stage, params: Any, frozen: Any, batch: Batch, dropout_key: jax.Array):
@@ -162,8 +62,10 @@ def _update(
     schedule: optax.Schedule,
     ema_cfg: EMAConfig,
     grad_accum: int,
+    lr_scale: jax.Array,
 ) -> tuple[TrainState, dict[str, jax.Array], Any]:
-    """One optimiser step from ``micro_grads(m) -> (loss, grads)`` averaged over ``grad_accum`` micro-batches.
+    """One optimiser step from ``micro_grads(m) -> (loss, grads)`` averaged over ``grad_accum`` micro-batches; the
+    update is multiplied by ``lr_scale`` (float32 scalar; 1 leaves it exactly as the optimiser made it).
 
     Returns:
       ``(new_state, metrics, grads)`` with the averaged gradients.
@@ -182,6 +84,7 @@ def _update(
         loss = loss_sum / grad_accum
         grads = jax.tree.map(lambda g: g / grad_accum, grad_sum)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     # The reference updates its EMA once per micro-batch, before the optimiser step, with the pre-step parameters.
     ema_params = ema_update(state.ema_params, state.params, state.step * grad_accum, ema_cfg, calls=grad_accum)
@@ -189,7 +92,7 @@ def _update(
     metrics = {
         "finite": finite,  # the loss and every new parameter are finite
         "loss": loss,
-        "lr": schedule(state.step),
+        "lr": schedule(state.step) * lr_scale,
         "grad_norm": optax.tree.norm(grads),
         "update_norm": optax.tree.norm(updates),
         "param_norm": optax.tree.norm(params),
@@ -234,10 +137,11 @@ def make_sampler(spec: BatchSpec, base_key: jax.Array, mesh: jax.sharding.Mesh, 
 
 
 def _batch_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable:
-    """``shard_map``'d ``(state, batch) -> (state, metrics, grads)``; ``batch`` leaves ``[grad_accum, B, ...]``."""
+    """``shard_map``'d ``(state, batch, lr_scale) -> (state, metrics, grads)``; ``batch`` leaves ``[grad_accum, B,
+    ...]``."""
     base = stream_key(cfg.seed, cfg.stage.name, STREAM_TRAIN)
 
-    def per_device_step(state: TrainState, batch: Batch):
+    def per_device_step(state: TrainState, batch: Batch, lr_scale: jax.Array):
         step_key = jax.random.fold_in(base, state.step)
         device = lax.axis_index(DATA_AXIS)
 
@@ -247,13 +151,13 @@ def _batch_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable:
             local = jax.tree.map(lambda leaf: leaf[m], batch)
             return loss_and_grads(cfg.stage, state.params, state.frozen, local, dropout_key)
 
-        return _update(state, micro_grads, cfg.tx, cfg.schedule, cfg.ema, cfg.grad_accum)
+        return _update(state, micro_grads, cfg.tx, cfg.schedule, cfg.ema, cfg.grad_accum, lr_scale)
 
-    return jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)), out_specs=P())
+    return jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS), P()), out_specs=P())
 
 
-def make_train_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable[[TrainState], tuple[TrainState, dict]]:
-    """The jitted data-parallel training step ``state -> (state, metrics)``; the state is donated.
+def make_train_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable[..., tuple[TrainState, dict]]:
+    """The jitted data-parallel training step ``(state, lr_scale=1) -> (state, metrics)``; the state is donated.
 
     One XLA program: every device samples its ``cfg.spec.batch_size`` datasets per micro-batch (:func:`make_sampler`),
     then runs the per-device step (``shard_map``, ``check_vma=True``, gradient of the ``pmean``'d loss).
@@ -261,20 +165,21 @@ def make_train_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable[[Train
     sampler = make_sampler(cfg.spec, stream_key(cfg.seed, cfg.stage.name, STREAM_TRAIN), mesh, cfg.grad_accum)
     step = _batch_step(cfg, mesh)
 
-    def train_step(state: TrainState):
-        new_state, metrics, _ = step(state, sampler(state.step))
+    def train_step(state: TrainState, lr_scale: jax.Array | float = 1.0):
+        new_state, metrics, _ = step(state, sampler(state.step), jnp.asarray(lr_scale, jnp.float32))
         return new_state, metrics
 
     return jax.jit(train_step, donate_argnums=0)
 
 
 def make_batch_train_step(cfg: StepConfig, mesh: jax.sharding.Mesh) -> Callable:
-    """The same step on a given global batch (no sampling): ``(state, batch) -> (state, metrics, grads)``.
+    """The same step on a given global batch (no sampling): ``(state, batch, lr_scale=1) -> (state, metrics, grads)``.
 
     ``batch`` leaves are ``[grad_accum, B_global, ...]`` sharded as ``P(None, "data")``; ``grads`` are the averaged
     full-batch gradients. Used to check the data-parallel step against a single device on identical data.
     """
-    return jax.jit(_batch_step(cfg, mesh))
+    step = _batch_step(cfg, mesh)
+    return jax.jit(lambda state, batch, lr_scale=1.0: step(state, batch, jnp.asarray(lr_scale, jnp.float32)))
 
 
 def make_eval_step(stage: Stage, spec: BatchSpec, seed: int, mesh: jax.sharding.Mesh) -> Callable:

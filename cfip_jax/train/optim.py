@@ -33,17 +33,25 @@ def check_optim_config(cfg, name: str = "optim") -> None:
         raise ValueError(f"{name}.end_lr ({cfg.end_lr}) must be <= {name}.lr ({cfg.lr})")
 
 
-def learning_rate_schedule(cfg) -> optax.Schedule:
+def learning_rate_schedule(cfg, *, budgeted: bool = False) -> optax.Schedule:
     """The learning rate of optimiser step t (t = 0, 1, …).
 
     ``lr·t/warmup_steps`` for ``t < warmup_steps`` (so step 0 uses lr 0), then
     ``end_lr + (lr − end_lr)·½(1 + cos(π·(t − warmup_steps)/(decay_steps − warmup_steps)))`` up to ``decay_steps``,
-    then ``end_lr``.
+    then ``end_lr``. ``budgeted``: the warm-up, then ``lr`` for good (a time-budgeted stage decays by the step's
+    ``lr_scale`` instead, see :mod:`cfip_jax.train.budget`).
 
     Args:
       cfg: an ``optim`` config block (``lr``, ``warmup_steps``, ``decay_steps``, ``end_lr``).
+      budgeted: the schedule of a time-budgeted stage.
     """
     check_optim_config(cfg)
+    if budgeted:
+        warmup = int(cfg.warmup_steps)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, float(cfg.lr), max(warmup, 1)), optax.constant_schedule(float(cfg.lr))],
+            [warmup],
+        )
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=float(cfg.lr),
@@ -53,18 +61,20 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
     )
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-    """Adam with coupled L2 weight decay and the warm-up + cosine schedule.
+def make_optimizer(cfg, *, budgeted: bool = False) -> optax.GradientTransformation:
+    """Adam with coupled L2 weight decay and the warm-up + cosine schedule (``budgeted``: warm-up + constant).
 
-    ``update = −lr(t) · adam(g + weight_decay·θ)`` with Adam's ``(b1, b2, eps)``.
+    ``update = −lr(t) · adam(g + weight_decay·θ)`` with Adam's ``(b1, b2, eps)``. The optimiser state has the same
+    structure either way, so a checkpoint restores into both.
 
     Args:
       cfg: an ``optim`` config block (``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``warmup_steps``,
         ``decay_steps``, ``end_lr``).
+      budgeted: see :func:`learning_rate_schedule`.
     """
     check_optim_config(cfg)
     return optax.chain(
         optax.add_decayed_weights(float(cfg.weight_decay)),
         optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)),
-        optax.scale_by_learning_rate(learning_rate_schedule(cfg)),
+        optax.scale_by_learning_rate(learning_rate_schedule(cfg, budgeted=budgeted)),
     )

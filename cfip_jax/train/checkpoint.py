@@ -1,7 +1,8 @@
 """Orbax checkpoints of one training stage, with the config stored beside the state and a compatibility check.
 
-Layout: ``{workdir}/{stage}/checkpoints/{step}/{state,config}``. ``state`` is the
-:class:`~cfip_jax.train_state.TrainState` (arrays only); ``config`` is the full run config as JSON. The latest
+Layout: ``{workdir}/{stage}/checkpoints/{step}/{state,config[,budget]}``. ``state`` is the
+:class:`~cfip_jax.train.state.TrainState` (arrays only); ``config`` is the full run config as JSON; ``budget`` (time-
+budgeted runs only, :class:`~cfip_jax.train.budget.BudgetState`) the clock and the decay of the stage. The latest
 ``keep`` checkpoints are kept.
 
 Resume rule: the latest checkpoint that can be read is restored. An unreadable one (truncated or corrupt files) is
@@ -9,8 +10,8 @@ reported, moved to ``{workdir}/{stage}/corrupt/{step}``, and the previous one is
 
 Compatibility: a run may resume a checkpoint only if every field that shapes the model, the data stream or the
 optimisation is unchanged (see :func:`relevant_fields`). Run-length and bookkeeping fields may differ: the stages'
-``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every``, the ``eval`` block and
-``data.pack``.
+``steps``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``, ``eval_every``, the ``eval`` block,
+``data.pack`` and the time budget (``max_seconds``, ``encoder_share``, ``optim.decay_fraction``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-STAGES = ("encoder", "decoder")
+from cfip_jax.train.stage import STAGES
 
 # Fields that may change between a checkpoint and the run that resumes it (dotted prefixes).
 MAY_DIFFER = (
@@ -38,6 +39,11 @@ MAY_DIFFER = (
     "eval_every",
     "eval",
     "data.pack",  # a layout of the same datasets: the same losses and updates
+    # The time budget: once a stage's decay is fixed, its checkpointed BudgetState governs.
+    "max_seconds",
+    "encoder_share",
+    "encoder.optim.decay_fraction",
+    "decoder.optim.decay_fraction",
 )
 
 
@@ -173,28 +179,34 @@ class StageCheckpointer:
         Returns:
           ``(step, state, config)``, or None when no readable checkpoint exists.
         """
+        restored = self.restore_latest_with_budget(abstract_state)
+        return None if restored is None else restored[:3]
+
+    def restore_latest_with_budget(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+        """As :meth:`restore_latest`, with the checkpoint's budget record (``{}`` when it has none)."""
         for step in reversed(self.steps()):
             try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()
-                    ),
-                )
-                return step, restored["state"], dict(restored["config"])
+                items = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
+                has_budget = os.path.isdir(os.path.join(self.directory, str(step), "budget"))
+                if has_budget:
+                    items["budget"] = ocp.args.JsonRestore()
+                restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+                budget = dict(restored["budget"]) if has_budget else {}
+                return step, restored["state"], dict(restored["config"]), budget
             except Exception as e:  # noqa: BLE001 - any read error means a damaged checkpoint
                 self._quarantine(step, e)
         return None
 
     # -- writing -------------------------------------------------------------------------------------------------
-    def save(self, step: int, state: Any, config: Mapping) -> bool:
-        """Save ``state`` and ``config`` as checkpoint ``step`` (no-op if it exists). Returns whether it saved."""
+    def save(self, step: int, state: Any, config: Mapping, budget: Mapping | None = None) -> bool:
+        """Save ``state``, ``config`` (and a budget record) as checkpoint ``step`` (no-op if it exists). Returns
+        whether it saved."""
         if step in self.manager.all_steps():
             return False
-        self.manager.save(
-            int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(dict(config))),
-        )
+        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(dict(config))}
+        if budget is not None:
+            items["budget"] = ocp.args.JsonSave(dict(budget))
+        self.manager.save(int(step), args=ocp.args.Composite(**items))
         return True
 
     def wait(self) -> None:
@@ -211,8 +223,3 @@ class StageCheckpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def abstract_like(state: Any, sharding: jax.sharding.Sharding) -> Any:
-    """``ShapeDtypeStruct``s of a (possibly abstract) pytree, all with ``sharding``."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)

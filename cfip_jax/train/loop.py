@@ -1,0 +1,463 @@
+"""The training loop: ``run(config, workdir)`` trains stage 1 (encoder) and stage 2 (decoder) with resume.
+
+Per stage, :func:`train_stage` starts the stage in this order (:func:`start_state`):
+
+1. open the stage's checkpoints and refuse one written with an incompatible config;
+2. the latest readable checkpoint of the stage → resume there (with its time-budget record);
+3. otherwise a fresh state: stage 1 from a random initialisation, stage 2 with the stage-1 EMA encoder of the encoder
+   checkpoints frozen inside it.
+
+Then compiled data-parallel steps until the stage's end (``steps``, or the time budget of ``max_seconds``: see
+:mod:`cfip_jax.train.budget`), each step followed by the loop's actions (:class:`StageRun`): **log** (a
+``metrics.jsonl`` record every ``log_every`` steps), **validate** (the EMA parameters on fresh datasets every
+``eval_every`` steps and at the end), **checkpoint** (every ``checkpoint_every`` steps and at the end) and **stop**
+(the end of the stage, or Ctrl-C).
+
+Faults: a non-finite loss stops the run (:class:`NonFiniteLossError`) without saving; Ctrl-C saves a checkpoint of the
+last completed step and re-raises ``KeyboardInterrupt``. A rerun of the same command resumes; a finished stage is
+skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
+
+from cfip_jax import model as model_lib
+from cfip_jax import validation as V
+from cfip_jax.train import budget as budget_lib
+from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train.ema import EMAConfig
+from cfip_jax.train.metrics_writer import MetricWriter
+from cfip_jax.train.optim import check_optim_config, learning_rate_schedule, make_optimizer
+from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
+from cfip_jax.train.stage import STAGES, build_stage, data_spec
+from cfip_jax.train.state import TrainState, abstract_state, create_state
+from cfip_jax.train.step import STREAM_INIT, StepConfig, eval_families, make_eval_step, make_train_step, stream_key
+
+Hook = Callable[[str, int], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The config
+# ---------------------------------------------------------------------------------------------------------------
+def check_config(config, num_devices: int | None = None) -> None:
+    """Validate a run config on the host before anything is traced; raises a one-line ``ValueError``."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    V.check_int(config.seed, "seed", minimum=0)
+    V.check_int(config.checkpoint_every, "checkpoint_every", minimum=1)
+    V.check_int(config.keep_checkpoints, "keep_checkpoints", minimum=1)
+    V.check_int(config.log_every, "log_every", minimum=1)
+    V.check_int(config.eval_every, "eval_every", minimum=0)
+    data = config.data
+    V.check_int(data.n, "data.n", minimum=2)
+    V.check_int(data.n_context, "data.n_context", minimum=1, maximum=data.n - 1)
+    for name, b in (("data.batch_size", data.batch_size), ("eval.batch_size", config.eval.batch_size)):
+        if V.check_int(b, name, minimum=1) % num_devices:
+            raise ValueError(f"{name} {b} must be a multiple of the number of devices ({num_devices})")
+    V.check_int(config.eval.num_batches, "eval.num_batches", minimum=1)
+    for f in config.eval.funcs:
+        V.check_choice(f, tuple(data.funcs), "eval.funcs entry (must be one of data.funcs)")
+    data_spec(config, 1)  # validates graphs, funcs, noises, prior, node counts, max_nodes
+    model_lib.arch_of(config)
+    budget_lib.check_budget_config(config)
+    for name in STAGES:
+        stage = config[name]
+        V.check_int(stage.steps, f"{name}.steps", minimum=0)
+        V.check_int(stage.grad_accum, f"{name}.grad_accum", minimum=1)
+        check_optim_config(stage.optim, f"{name}.optim")
+        EMAConfig.from_config(stage.ema)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts
+# ---------------------------------------------------------------------------------------------------------------
+class _InterruptFlag:
+    """Turns the first SIGINT into a flag checked between steps (the second one raises immediately)."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\nInterrupt received: saving a checkpoint after this step (Ctrl-C again to abort now).", flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def _say(msg: str) -> None:
+    if jax.process_index() == 0:
+        tqdm.tqdm.write(msg)
+
+
+def _num_params(tree: Any) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading states
+# ---------------------------------------------------------------------------------------------------------------
+def load_encoder_ema(config, workdir: str, mesh: jax.sharding.Mesh) -> Any:
+    """The stage-1 encoder's EMA variables from the latest encoder checkpoint of ``workdir`` (replicated on ``mesh``).
+
+    Raises:
+      ValueError: no encoder checkpoint, or one whose encoder model config differs from ``config``'s.
+    """
+    current = ckpt_lib.config_to_dict(config)
+    with ckpt_lib.StageCheckpointer(workdir, "encoder", config.keep_checkpoints) as enc_ckpt:
+        latest = enc_ckpt.latest_config()
+        if latest is None:
+            raise ValueError(
+                f"stage 2 needs a stage-1 encoder checkpoint in {enc_ckpt.directory}; "
+                "run with --stage encoder (or --stage both) first"
+            )
+        step, saved = latest
+        saved_model = {"encoder": {"model": saved.get("encoder", {}).get("model", {})}}
+        now_model = {"encoder": {"model": current["encoder"]["model"]}}
+        ckpt_lib.check_compatible(saved_model, now_model, "decoder", where=f"the encoder checkpoint at step {step}")
+        restored = enc_ckpt.restore_latest_with_budget(abstract_state(config, "encoder", replicated(mesh)))
+        if restored is None:
+            raise ValueError(f"no readable stage-1 encoder checkpoint in {enc_ckpt.directory}")
+        step, state, _, budget = restored
+    if config.max_seconds is None and step < config.encoder.steps:
+        _say(f"WARNING: the encoder checkpoint is at step {step} < encoder.steps = {config.encoder.steps}")
+    if config.max_seconds is not None and not budget.get("finished", False):
+        _say(f"WARNING: the encoder checkpoint at step {step} has not finished its time budget")
+    _say(f"decoder: using the EMA encoder of the encoder checkpoint at step {step}")
+    return state.ema_params
+
+
+def load_state(config, workdir: str, name: str, mesh: jax.sharding.Mesh | None = None) -> tuple[int, TrainState]:
+    """The latest readable checkpoint of stage ``name`` in ``workdir``: ``(step, state)``.
+
+    Use ``state.ema_params`` (and, for the decoder, ``state.frozen``: the encoder) for inference.
+
+    Raises:
+      ValueError: no readable checkpoint, or one written with a config whose fields for this stage differ.
+    """
+    V.check_choice(name, STAGES, "stage")
+    mesh = make_mesh() if mesh is None else mesh
+    with ckpt_lib.StageCheckpointer(workdir, name, config.keep_checkpoints) as ckpt:
+        latest = ckpt.latest_config()
+        if latest is None:
+            raise ValueError(f"no {name} checkpoint in {ckpt.directory}")
+        ckpt_lib.check_compatible(latest[1], ckpt_lib.config_to_dict(config), name, where=f"the {name} checkpoint")
+        restored = ckpt.restore_latest(abstract_state(config, name, replicated(mesh)))
+        if restored is None:
+            raise ValueError(f"no readable {name} checkpoint in {ckpt.directory}")
+    return restored[0], restored[1]
+
+
+def start_state(config, workdir, name, ckpt, mesh) -> tuple[int, TrainState, budget_lib.BudgetState]:
+    """The resume order (see the module docstring): ``(start step, state, budget record)``."""
+    # 1. An existing checkpoint must come from a compatible config.
+    latest = ckpt.latest_config()
+    if latest is not None:
+        where = f"the {name} checkpoint at step {latest[0]} in {ckpt.directory}"
+        ckpt_lib.check_compatible(latest[1], ckpt_lib.config_to_dict(config), name, where=where)
+        # 2. The latest readable checkpoint of this stage.
+        restored = ckpt.restore_latest_with_budget(abstract_state(config, name, replicated(mesh)))
+        if restored is not None:
+            start, state, _, budget = restored
+            _say(f"{name}: resumed from the checkpoint at step {start} in {ckpt.directory}")
+            return start, state, budget_lib.BudgetState.from_dict(budget)
+    # 3. A fresh state (stage 2: the stage-1 EMA encoder frozen inside it).
+    frozen = load_encoder_ema(config, workdir, mesh) if name == "decoder" else None
+    key = stream_key(config.seed, name, STREAM_INIT)
+    state = jax.jit(lambda f: create_state(config, name, key, f), out_shardings=replicated(mesh))(frozen)
+    return 0, state, budget_lib.BudgetState()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One stage
+# ---------------------------------------------------------------------------------------------------------------
+class StageRun:
+    """The host side of a stage's loop: its end, and the actions after each step (log, validate, checkpoint)."""
+
+    def __init__(self, config, workdir, name, state, start, ckpt, mesh, budget_state):
+        self.config, self.name, self.state, self.ckpt = config, name, state, ckpt
+        self.main = jax.process_index() == 0
+        self.cfg_dict = ckpt_lib.config_to_dict(config)
+        seconds = budget_lib.stage_seconds(config, name)
+        optim = config[name].optim
+        end_scale = float(optim.end_lr) / float(optim.lr) if float(optim.lr) > 0 else 0.0
+        self.budget = None if seconds is None else budget_lib.Budget(seconds, optim.decay_fraction, end_scale,
+                                                                     budget_state)  # fmt: skip
+        self.total = int(config[name].steps)
+        self.last_saved = start if start > 0 else None
+        self.pending: list[tuple[int, dict]] = []
+        self.writer = MetricWriter(workdir, name)
+        self.writer.truncate_after(start)
+        stage = build_stage(config, name)
+        eval_spec = data_spec(config, local_batch_size(config.eval.batch_size, mesh, "eval.batch_size"),
+                              config.eval.funcs)  # fmt: skip
+        self.eval_fn = make_eval_step(stage, eval_spec, config.seed, mesh)
+        self.families = eval_families(eval_spec)
+        self.log_t, self.log_step = time.perf_counter(), start
+        if self.budget is None:
+            self.bar = tqdm.tqdm(total=self.total, initial=start, desc=name, unit="step", disable=not self.main,
+                                 dynamic_ncols=True)  # fmt: skip
+        else:  # the bar counts the budget's seconds: its ETA is the budget's
+            self.bar = tqdm.tqdm(total=round(self.budget.seconds), initial=round(budget_state.elapsed), desc=name,
+                                 unit="s", disable=not self.main, dynamic_ncols=True)  # fmt: skip
+
+    # -- the end -------------------------------------------------------------------------------------------------
+    def complete(self, done: int) -> bool:
+        """The stage has reached its end after ``done`` steps."""
+        return self.budget.done(done) if self.budget is not None else done >= self.total
+
+    def lr_scale(self, step: int) -> jax.Array:
+        return jnp.asarray(1.0 if self.budget is None else self.budget.lr_scale(step), jnp.float32)
+
+    def update_budget(self, done: int, first: bool, at_log: bool) -> None:
+        """Mark the first step; fix the decay when it is due (in multi-process runs: at log steps, process 0's
+        plan); refuse a budget that the first step alone overran."""
+        if self.budget is None:
+            return
+        if first:
+            self.budget.first_step_done(done)
+            if done == 1 and self.budget.remaining() <= 0:
+                raise ValueError(
+                    f"{self.name}: max_seconds leaves {self.budget.seconds:.1f} s for this stage, but compiling and "
+                    f"one step took {self.budget.elapsed():.1f} s; give a larger budget"
+                )
+        if jax.process_count() > 1 and not at_log:
+            return
+        due = self.budget.due() and self.budget.steps_per_second(done) is not None
+        plan = np.asarray(self.budget.decay_plan(done) if due else (-1, 0), np.int64)
+        if jax.process_count() > 1:
+            plan = np.asarray(multihost_utils.broadcast_one_to_all(plan))
+        if plan[0] >= 0 and not self.budget.decaying:
+            self.budget.start_decay(int(plan[0]), int(plan[1]))
+            _say(f"{self.name}: learning-rate decay over the last {int(plan[1])} steps (from step {int(plan[0])}, "
+                 f"{self.budget.remaining():.0f} s left)")  # fmt: skip
+
+    def advance_bar(self) -> None:
+        if self.budget is None:
+            self.bar.update(1)
+        else:
+            self.bar.update(max(0, min(round(self.budget.elapsed()), self.bar.total) - self.bar.n))
+
+    # -- the actions ---------------------------------------------------------------------------------------------
+    def check_pending(self) -> dict | None:
+        """Fetch the metrics of the steps since the last check; raise on a non-finite loss; return the last."""
+        if not self.pending:
+            return None
+        host = to_host([m for _, m in self.pending])
+        for (s, _), m in zip(self.pending, host, strict=True):
+            if not (math.isfinite(float(m["loss"])) and bool(m["finite"])):
+                self.pending.clear()
+                what = "loss" if not math.isfinite(float(m["loss"])) else "parameters after the update"
+                where = "none (no checkpoint yet)"
+                if self.last_saved:
+                    where = f"step {self.last_saved} in {self.ckpt.directory}"
+                raise NonFiniteLossError(
+                    f"{self.name}: non-finite {what} at step {s + 1} (loss {float(m['loss'])}); training stopped. "
+                    f"Last good checkpoint: {where}. Lower the learning rate or check the data before resuming."
+                )
+        self.pending.clear()
+        return host[-1]
+
+    def log(self, done: int, last: dict | None, record: dict) -> None:
+        if last is not None:
+            now = time.perf_counter()
+            rate = (done - self.log_step) / max(now - self.log_t, 1e-9) if done > self.log_step else float("nan")
+            record.update(loss=float(last["loss"]), lr=float(last["lr"]), grad_norm=float(last["grad_norm"]),
+                          steps_per_sec=rate)  # fmt: skip
+            if self.budget is not None:
+                record["elapsed_s"] = round(self.budget.elapsed(), 1)
+            self.bar.set_postfix(step=done, loss=f"{float(last['loss']):.4f}", lr=f"{float(last['lr']):.2e}")
+        self.log_t, self.log_step = time.perf_counter(), done
+
+    def validate(self, done: int, record: dict) -> None:
+        totals: dict[str, np.ndarray] = {}
+        for index in range(self.config.eval.num_batches):
+            out = to_host(self.eval_fn(self.state.ema_params, self.state.frozen, done, index))
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+        val = {}
+        for i, func in enumerate(self.families):
+            if totals["count"][i] > 0:
+                val[f"val_rmse_{func}"] = float(totals["rmse"][i] / totals["count"][i])
+                val[f"val_zero_rmse_{func}"] = float(totals["rmse_zero"][i] / totals["count"][i])
+        record.update(val)
+        _say(f"{self.name} step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+
+    def checkpoint(self, done: int) -> None:
+        snapshot = None if self.budget is None else self.budget.snapshot(done)
+        if self.ckpt.save(done, self.state, self.cfg_dict, snapshot):
+            self.last_saved = done
+
+    def after_step(self, done: int, first: bool, stop_requested: bool) -> bool:
+        """The actions due after step ``done``; returns whether the loop stops (the stage's end or an interrupt)."""
+        cfg = self.config
+        is_log = done % cfg.log_every == 0
+        self.update_budget(done, first, is_log)
+        at_end = self.complete(done)
+        is_log = is_log or at_end
+        is_eval = at_end or (cfg.eval_every > 0 and done % cfg.eval_every == 0)
+        is_ckpt = done % cfg.checkpoint_every == 0 or at_end
+        stop = stop_requested if jax.process_count() == 1 else (is_log and _any_process(stop_requested))
+        if not (is_log or is_eval or is_ckpt or stop):
+            return False
+        last = self.check_pending()
+        record: dict = {}
+        if is_log:
+            self.log(done, last, record)
+        busy = time.perf_counter()  # validation and checkpoints do not count towards steps/s
+        if is_eval:
+            self.validate(done, record)
+        if record:
+            self.writer.write(done, record)
+        if is_ckpt or stop:
+            self.checkpoint(done)
+        self.log_t += time.perf_counter() - busy
+        if stop:
+            self.ckpt.wait()
+            _say(f"{self.name}: interrupted; checkpoint saved at step {done}. Rerun the same command to resume.")
+            raise KeyboardInterrupt
+        return at_end
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
+def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) -> TrainState:
+    """Train (or resume) one stage to its end and return the final state.
+
+    Args:
+      config: the run config (see ``configs/default.py``).
+      workdir: the run directory (checkpoints in ``{workdir}/{name}/checkpoints``, ``metrics.jsonl``).
+      name: ``"encoder"`` or ``"decoder"``.
+      hooks: callables ``hook(stage, steps_done)`` run on the host after every step.
+
+    Raises:
+      ValueError: invalid or incompatible config, missing stage-1 checkpoint, a budget too small for one step.
+      NonFiniteLossError: the loss became non-finite (nothing is saved; the last good checkpoint stays).
+      KeyboardInterrupt: after saving a checkpoint of the last completed step.
+    """
+    mesh = make_mesh()
+    with ckpt_lib.StageCheckpointer(workdir, name, config.keep_checkpoints) as ckpt:
+        start, state, budget_state = start_state(config, workdir, name, ckpt, mesh)
+        run = StageRun(config, workdir, name, state, start, ckpt, mesh, budget_state)
+        if start > 0 and run.complete(start):
+            _say(f"{name}: already complete (step {start}); nothing to do")
+            run.close()
+            return state
+        if start == 0:
+            _say(
+                f"{name}: new run, {_num_params(state.params):,} parameters, "
+                + (f"{run.total} steps" if run.budget is None else f"{run.budget.seconds:.0f} s budget")
+                + f", {jax.device_count()} device(s) in {jax.process_count()} process(es), "
+                f"batch {config.data.batch_size} × {config[name].grad_accum} micro-batch(es)"
+            )
+        try:
+            return _train_loop(run, _step_fn(config, name, mesh), start, hooks)
+        finally:
+            run.close()
+
+
+def _step_fn(config, name: str, mesh: jax.sharding.Mesh) -> Callable:
+    budgeted = config.max_seconds is not None
+    scfg = config[name]
+    spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"),
+                     pack=bool(config.data.pack))  # fmt: skip
+    step_cfg = StepConfig(
+        stage=build_stage(config, name),
+        spec=spec,
+        tx=make_optimizer(scfg.optim, budgeted=budgeted),
+        schedule=learning_rate_schedule(scfg.optim, budgeted=budgeted),
+        ema=EMAConfig.from_config(scfg.ema),
+        grad_accum=int(scfg.grad_accum),
+        seed=int(config.seed),
+    )
+    return make_train_step(step_cfg, mesh)
+
+
+def _train_loop(run: StageRun, train_step: Callable, start: int, hooks: Sequence[Hook]) -> TrainState:
+    done, first, t0 = start, True, time.perf_counter()
+    try:
+        with _InterruptFlag() as interrupt:
+            while True:
+                run.state, metrics = train_step(run.state, run.lr_scale(done))
+                run.pending.append((done, metrics))
+                done += 1
+                if first:
+                    jax.block_until_ready(metrics)
+                    _say(f"{run.name}: compiled and ran the first step in {time.perf_counter() - t0:.1f} s")
+                    run.log_t, run.log_step = time.perf_counter(), done
+                run.advance_bar()
+                for hook in hooks:
+                    hook(run.name, done)
+                if run.after_step(done, first, interrupt.set):
+                    break
+                first = False
+            run.ckpt.wait()
+    except KeyboardInterrupt:
+        # A Ctrl-C that arrived outside the flag's reach (e.g. during compilation or a hook): save if possible.
+        done = int(to_host(run.state.step)) if not _deleted(run.state) else None
+        if done is not None and done != run.last_saved and done > 0:
+            with contextlib.suppress(NonFiniteLossError):
+                run.check_pending()
+                run.checkpoint(done)
+                run.ckpt.wait()
+                _say(f"{run.name}: interrupted; checkpoint saved at step {done}. Rerun the same command to resume.")
+        raise
+    return run.state
+
+
+def _deleted(state: Any) -> bool:
+    return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] = STAGES, *, hooks=()) -> dict:
+    """Train the requested stages in order; returns ``{stage: final TrainState}``.
+
+    Args:
+      config: the run config.
+      workdir: the run directory (created if needed; must be writable).
+      stages: a subset of ``("encoder", "decoder")``.
+      hooks: see :func:`train_stage`.
+    """
+    for s in stages:
+        V.check_choice(s, STAGES, "stage")
+    check_config(config)
+    ckpt_lib.check_writable(workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
+    return {s: train_stage(config, workdir, s, hooks=hooks) for s in stages}
