@@ -35,6 +35,11 @@ from cfip_jax import validation as V
 NOISE_MODELS = ("gaussian", "empirical")
 
 
+def _rows(v: jax.Array, like: jax.Array) -> jax.Array:
+    """A per-node vector ``[d]`` shaped to broadcast over the rows of ``like [..., n, d]`` (explicit rank)."""
+    return jnp.reshape(v, (1,) * (jnp.ndim(like) - 1) + (-1,))
+
+
 def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...], str]:
     kind = "numpy"
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # pandas DataFrame
@@ -134,10 +139,11 @@ class InferredSCM:
 
     # -- unit conversions ------------------------------------------------------------------------------------------
     def _std(self, x) -> jax.Array:
-        return (jnp.asarray(x, jnp.float32) - self.mean) / self.std
+        x = jnp.asarray(x, jnp.float32)
+        return (x - _rows(self.mean, x)) / _rows(self.std, x)
 
     def _raw(self, z) -> jax.Array:
-        return z * self.std + self.mean
+        return z * _rows(self.std, z) + _rows(self.mean, z)
 
     def _input(self, x, name: str) -> jax.Array:
         arr, _, _ = _to_numpy_data(x, self.nodes if hasattr(x, "columns") else None)
@@ -166,7 +172,7 @@ class InferredSCM:
         if self.noise_model == "gaussian":
             mu = self.noise_data.mean(0)
             sd = self.noise_data.std(0, ddof=1)
-            return mu + sd * jax.random.normal(key, (n, len(self.nodes)))
+            return mu[None, :] + sd[None, :] * jax.random.normal(key, (n, len(self.nodes)))
         keys = jax.random.split(key, len(self.nodes))
         idx = jax.vmap(lambda k: jax.random.randint(k, (n,), 0, self.noise_data.shape[0]))(keys)  # [d, n]
         return jnp.take_along_axis(self.noise_data, idx.T, axis=0)
@@ -187,14 +193,14 @@ class InferredSCM:
     def noise(self, x):
         """Abducted noise ``x − F(x)`` in the user's units (not centred): ``x [n, d] -> [n, d]``."""
         eps = fixed_point.abduct(self.mechanism_fn, self._input(x, "x"))
-        return _wrap(eps * self.std, self.nodes, self.kind)
+        return _wrap(eps * _rows(self.std, eps), self.nodes, self.kind)
 
     def generate(self, noise):
         """Samples from given noise (user's units, as returned by :meth:`noise`): the fixed point x = F(x) + noise."""
         arr, _, _ = _to_numpy_data(noise, None)
         if arr.shape[1] != len(self.nodes):
             raise ValueError(f"noise has {arr.shape[1]} columns but the SCM has {len(self.nodes)} nodes")
-        z = self._solve(jnp.asarray(arr / self.std, jnp.float32))
+        z = self._solve(jnp.asarray(arr / np.asarray(self.std)[None, :], jnp.float32))
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def sample(self, n: int, key: jax.Array):

@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     # `optim.decay_fraction` of its budget (cfip_jax.train.budget).
     c.max_seconds = ml_collections.config_dict.placeholder(float)
     c.encoder_share = 0.25
+    c.budget_clock = "wall"  # "process": count the process's CPU seconds instead (fair budgets on a shared machine)
 
     c.data = ml_collections.ConfigDict(
         dict(
@@ -68,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
             node_counts=(10,),  # d; several values are mixed, padded to max_nodes
             max_nodes=10,
             n=200,  # samples per dataset (stage 1 trains on all of them)
+            encoder_n=ml_collections.config_dict.placeholder(int),  # stage 1's samples per dataset if not n
             n_context=100,  # stage 2: samples 0..n_context-1 are the encoder's context, the rest the queries
             batch_size=6,  # datasets per micro-batch, over all devices (a multiple of the device count)
             pack=True,  # several small datasets share a row of max_nodes nodes (no compute on padding; same losses)
@@ -78,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
             funcs=("linear", "rff"),  # mechanism families validated (one figure each; graphs/noise as in data)
             batch_size=24,  # fresh in-distribution datasets per call, all families mixed (multiple of the devices)
             num_batches=2,  # calls per validation
+            fixed=False,  # validate on the fixed 96-dataset set instead (cfip_jax.train.validation_set)
         )
     )
 

@@ -1,14 +1,21 @@
-"""Test configuration: emulate 4 CPU devices before any JAX operation runs."""
+"""Test configuration, before any JAX operation runs: 4 emulated CPU devices, strict rank promotion (a broadcasting
+slip fails), and a persistent compilation cache shared by the tests and the processes they start (the SCM sampler
+takes seconds to compile)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=4"
+CACHE = os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)  # inherited by subprocesses
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import pathlib  # noqa: E402
 

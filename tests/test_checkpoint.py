@@ -4,51 +4,26 @@ import glob
 import os
 import shutil
 import signal
-import tempfile
 
+import helpers
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trees_equal, saved_steps
 
 from cfip_jax.train import loop
 from cfip_jax.train.checkpoint import StageCheckpointer
 from cfip_jax.train.parallel import to_host
-from configs import paper, test  # noqa: F401
-
-if not jax.config.jax_compilation_cache_dir:  # the SCM sampler takes seconds to compile: share programs across runs
-    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 STEPS = 6
 
 
 def tiny_config(**overrides):
-    c = test.get_config()
-    c.encoder.steps = STEPS
-    c.checkpoint_every = 2
-    c.log_every = 1
-    for key, value in overrides.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return helpers.tiny_config(**{"encoder.steps": STEPS, "checkpoint_every": 2, "log_every": 1, **overrides})
 
 
 def train_encoder(config, workdir, hooks=()):
     return loop.run(config, str(workdir), ("encoder",), hooks=hooks)["encoder"]
-
-
-def saved_steps(workdir, stage="encoder"):
-    return sorted(int(s) for s in os.listdir(os.path.join(workdir, stage, "checkpoints")) if s.isdigit())
-
-
-def assert_states_equal(a, b):
-    a, b = to_host(a), to_host(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +64,7 @@ def test_interrupted_run_resumes_bit_identically(reference, tmp_path, capsys):
 
     resumed = train_encoder(tiny_config(), tmp_path)
     assert "resumed from the checkpoint at step 3" in capsys.readouterr().out
-    assert_states_equal(resumed, full)  # params, optimiser state, EMA and step
+    assert_trees_equal(resumed, full)  # params, optimiser state, EMA and step
     assert saved_steps(tmp_path) == [4, 6]
 
 
@@ -109,7 +84,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, c
     assert "resumed from the checkpoint at step 4" in out
     assert os.listdir(workdir / "encoder" / "corrupt")
     assert saved_steps(workdir) == [4, 6]
-    assert_states_equal(resumed, full)
+    assert_trees_equal(resumed, full)
 
 
 def test_incompatible_config_is_refused_and_run_length_may_change(reference, tmp_path, capsys):
@@ -127,7 +102,7 @@ def test_incompatible_config_is_refused_and_run_length_may_change(reference, tmp
     assert saved_steps(workdir) == [6, 8]
     step, loaded = loop.load_state(tiny_config(), str(workdir), "encoder")
     assert step == STEPS + 2
-    assert_states_equal(loaded, longer)
+    assert_trees_equal(loaded, longer)
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

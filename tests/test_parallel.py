@@ -4,12 +4,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import REPO
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P  # noqa: N817
 
@@ -19,13 +19,7 @@ from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
 from cfip_jax.train.parallel import DATA_AXIS, make_mesh, replicated, to_host
 from cfip_jax.train.state import TrainState
 from cfip_jax.train.step import StepConfig, make_batch_train_step, make_sampler
-from configs import paper, test  # noqa: F401
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache")
-if not jax.config.jax_compilation_cache_dir:  # the SCM sampler takes seconds to compile: share programs across runs
-    jax.config.update("jax_compilation_cache_dir", CACHE)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+from configs import test
 
 
 def test_sharded_step_equals_single_device_step():
@@ -116,8 +110,6 @@ def test_two_processes_reach_the_same_parameters_as_one(tmp_path):
     env.update(
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
         JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=CACHE,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
     )
     two = tmp_path / "two"
     procs = [

@@ -5,13 +5,13 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import REPO, assert_trees_equal, saved_steps, tiny_config
 
 from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import loop, losses
@@ -21,36 +21,7 @@ from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
 from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
 from cfip_jax.train.state import TrainState
 from cfip_jax.train.step import StepConfig, make_train_step
-from configs import paper, test  # noqa: F401
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# The SCM sampler takes seconds to compile; share compiled programs between the runs of this module.
-if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "cfip_jax_test_xla_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def tiny_config(**overrides) -> ml_collections.ConfigDict:
-    c = test.get_config()
-    for key, value in overrides.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return c
-
-
-def saved_steps(workdir, stage):
-    return sorted(int(s) for s in os.listdir(os.path.join(workdir, stage, "checkpoints")) if s.isdigit())
-
-
-def assert_trees_equal(a, b):
-    a, b = to_host(a), to_host(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+from configs import paper
 
 
 # ---------------------------------------------------------------------------------------------------------------

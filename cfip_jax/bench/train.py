@@ -71,7 +71,8 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def _build(config, stage_name: str):
+def build_step(config, stage_name: str):
+    """``(mesh, StepConfig, fresh state)`` of a stage of a run config, as train.py builds them (fixed-step schedule)."""
     mesh = make_mesh()
     scfg = config[stage_name]
     spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"),
@@ -91,7 +92,7 @@ def _build(config, stage_name: str):
 
 def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) -> dict:
     """Time one stage's training step and its sampler (and, with ``breakdown``, its parts)."""
-    mesh, cfg, state = _build(config, stage_name)
+    mesh, cfg, state = build_step(config, stage_name)
     train_step = make_train_step(cfg, mesh)
     sampler = jax.jit(make_sampler(cfg.spec, stream_key(config.seed, stage_name, STREAM_TRAIN), mesh, cfg.grad_accum))
     scale = jnp.ones((), jnp.float32)

@@ -47,7 +47,7 @@ def fit_linear(x: jax.Array, adj: jax.Array) -> LinearFit:
     def one_node(mask, y):
         # [n, d + 1] design with non-parent columns zeroed; their normal-equation rows become identity rows.
         m = jnp.concatenate([mask, jnp.ones((1,), x.dtype)])
-        design = jnp.concatenate([x, ones], axis=1) * m
+        design = jnp.concatenate([x, ones], axis=1) * m[None, :]
         gram = design.T @ design + jnp.diag(1.0 - m) + 1e-6 * jnp.eye(d + 1)
         beta = jnp.linalg.solve(gram, design.T @ y)
         return beta[:d] * mask, beta[d]
@@ -58,7 +58,8 @@ def fit_linear(x: jax.Array, adj: jax.Array) -> LinearFit:
 
 def apply_linear(fit: LinearFit, z: jax.Array) -> jax.Array:
     """Evaluate the linear mechanism: ``z [..., d] -> [..., d]``."""
-    return z @ fit.coef + fit.intercept
+    out = z @ fit.coef
+    return out + fit.intercept.reshape((1,) * (out.ndim - 1) + (-1,))
 
 
 @flax.struct.dataclass
@@ -81,7 +82,7 @@ class KernelRidgeFit:
 
 
 def _rbf(a, b, mask, gamma):
-    a, b = a * mask, b * mask
+    a, b = a * mask[None, :], b * mask[None, :]
     d2 = jnp.sum(a * a, -1)[..., :, None] + jnp.sum(b * b, -1)[None, :] - 2.0 * a @ b.T
     return jnp.exp(-gamma * jnp.maximum(d2, 0.0))
 
@@ -106,7 +107,7 @@ def fit_kernel_ridge(x: jax.Array, adj: jax.Array) -> KernelRidgeFit:
     off_diag = ~jnp.eye(n, dtype=bool)
 
     def one_node(mask, y):
-        xm = x * mask
+        xm = x * mask[None, :]
         d2 = jnp.maximum(jnp.sum(xm * xm, -1)[:, None] + jnp.sum(xm * xm, -1)[None, :] - 2.0 * xm @ xm.T, 0.0)
         med = jnp.nanmedian(jnp.where(off_diag, d2, jnp.nan))
         gamma = 1.0 / (2.0 * jnp.where(med > 0, med, 1.0))
@@ -121,7 +122,7 @@ def fit_kernel_ridge(x: jax.Array, adj: jax.Array) -> KernelRidgeFit:
         def loo(lam):
             shrink = evals / (evals + lam)
             fitted = evecs @ (shrink * proj)
-            hat_diag = jnp.sum(evecs * evecs * shrink, axis=1)
+            hat_diag = jnp.sum(evecs * evecs * shrink[None, :], axis=1)
             return jnp.mean(jnp.square((yc - fitted) / (1.0 - hat_diag)))
 
         lams = jnp.asarray(RIDGE_GRID, jnp.float32) * n

@@ -80,13 +80,14 @@ class FiPNetwork(nn.Module):
             return kernel, self.param(f"{name}_bias", nn.initializers.zeros, (width,))
 
         heads = lambda a: a.reshape(a.shape[:-1] + (h, dk))  # noqa: E731
-        q = pos  # [d, D] until the first attention, then [B, d, D]
+        row = lambda v: v.reshape((1,) * 2 + v.shape)  # noqa: E731  [.., D] broadcast over [B, d, ..] explicitly
+        q = pos[None]  # [1, d, D] until the first attention (shared by every sample), then [B, d, D]
         for i in range(cfg.num_layers):
             (wq, bq), (wk, bk), (wv, bv) = dense(f"query_{i}"), dense(f"key_{i}"), dense(f"value_{i}")
-            qh = heads(q @ wq + bq) / jnp.sqrt(float(dk))  # [(B,) d, H, dk]
-            key_slope, key_offset = heads(e_x @ wk), heads(pos @ wk + bk)  # [d, H, dk]
-            value_slope, value_offset = heads(e_x @ wv), heads(pos @ wv + bv)
-            spec = "ihk,jhk->hij" if q.ndim == 2 else "bihk,jhk->bhij"
+            qh = heads(q @ wq + row(bq)) / jnp.sqrt(float(dk))  # [B or 1, d, H, dk]
+            key_slope, key_offset = heads(e_x @ wk), heads(pos @ wk + bk[None])  # [d, H, dk]
+            value_slope, value_offset = heads(e_x @ wv), heads(pos @ wv + bv[None])
+            spec = "bihk,jhk->bhij"
             zj = z[:, None, None, :]  # [B, 1, 1, d]: the key node's value
             scores = zj * jnp.einsum(spec, qh, key_slope) + jnp.einsum(spec, qh, key_offset)  # [B, H, d, d]
             w = dag_attention_weights(scores, parents)
@@ -95,7 +96,7 @@ class FiPNetwork(nn.Module):
             x = nn.LayerNorm(epsilon=1e-5, name=f"norm_attention_{i}")(q + nn.Dense(cfg.d_model, name=f"out_{i}")(attn))
             ff = nn.Dense(cfg.d_model, name=f"mlp_out_{i}")(nn.relu(nn.Dense(cfg.mlp_dim, name=f"mlp_hidden_{i}")(x)))
             q = nn.LayerNorm(epsilon=1e-5, name=f"norm_mlp_{i}")(x + ff)
-        return nn.Dense(1, name="head")(q * e_f + pos_f)[..., 0]
+        return nn.Dense(1, name="head")(q * e_f[None] + pos_f[None])[..., 0]
 
 
 def direct_apply(params: dict, config: FiPConfig, z: jax.Array, parents: jax.Array) -> jax.Array:
@@ -103,17 +104,18 @@ def direct_apply(params: dict, config: FiPConfig, z: jax.Array, parents: jax.Arr
     :class:`FiPNetwork`: ``z [B, d]`` → ``T(z) [B, d]``."""
     p, h, dk = params["params"], config.num_heads, config.key_dim
     ln = lambda x, name: nn.LayerNorm(epsilon=1e-5).apply({"params": p[name]}, x)  # noqa: E731
-    lin = lambda x, name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
-    kv = z[..., None] * p["value_codebook"] + p["position"]  # [B, d, D]
+    bias = lambda v, x: v.reshape((1,) * (x.ndim - 1) + (-1,))  # noqa: E731
+    lin = lambda x, name: x @ p[name]["kernel"] + bias(p[name]["bias"], x)  # noqa: E731
+    kv = z[..., None] * p["value_codebook"][None] + p["position"][None]  # [B, d, D]
     q = jnp.broadcast_to(p["position"], kv.shape)
     for i in range(config.num_layers):
-        proj = lambda x, n: (x @ p[f"{n}_{i}_kernel"] + p[f"{n}_{i}_bias"]).reshape(x.shape[:-1] + (h, dk))  # noqa: B023, E731
+        proj = lambda x, n: (x @ p[f"{n}_{i}_kernel"] + bias(p[f"{n}_{i}_bias"], x)).reshape(x.shape[:-1] + (h, dk))  # noqa: B023, E731
         scores = jnp.einsum("bihk,bjhk->bhij", proj(q, "query"), proj(kv, "key")) / jnp.sqrt(float(dk))
         w = dag_attention_weights(scores, parents)
         attn = jnp.einsum("bhij,bjhk->bihk", w, proj(kv, "value")).reshape(q.shape[:-1] + (h * dk,))
         x = ln(q + lin(attn, f"out_{i}"), f"norm_attention_{i}")
         q = ln(x + lin(jax.nn.relu(lin(x, f"mlp_hidden_{i}")), f"mlp_out_{i}"), f"norm_mlp_{i}")
-    return lin(q * p["output_codebook"] + p["output_pos"], "head")[..., 0]
+    return lin(q * p["output_codebook"][None] + p["output_pos"][None], "head")[..., 0]
 
 
 @functools.lru_cache(maxsize=64)

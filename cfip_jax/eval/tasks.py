@@ -194,7 +194,12 @@ def true_mechanism_method(apply: Callable[[jax.Array], jax.Array], scale_from: S
     ``T(z) = (f(σ z + μ) − μ) / σ`` — the true mechanism seen in standardised space (used to check the tasks).
     """
     mean, std = jnp.asarray(scale_from.mean, jnp.float32), jnp.asarray(scale_from.std, jnp.float32)
-    return lambda z: (apply(z * std + mean) - mean) / std
+
+    def mechanism(z):
+        m, s = (v.reshape((1,) * (jnp.ndim(z) - 1) + (-1,)) for v in (mean, std))
+        return (apply(z * s + m) - m) / s
+
+    return mechanism
 
 
 def cond_fip_method(model, name: str = "cond-fip") -> Method:

@@ -62,6 +62,11 @@ def normalize(x: jax.Array) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(var + LN_EPS)
 
 
+def _features(v: jax.Array, ndim: int) -> jax.Array:
+    """A per-feature vector ``[D]`` as ``[1, …, 1, D]`` of rank ``ndim`` (explicit broadcasting)."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     """adaLN modulation x·(1 + scale) + shift."""
     return x * (1.0 + scale) + shift
@@ -115,7 +120,7 @@ def tokens_dense(module: nn.Dense, x: jax.Array) -> jax.Array:
 
 def _project(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Dtype) -> jax.Array:
     """``x [..., D] · kernel + bias`` as one ``[T, D]`` product."""
-    flat = jnp.dot(x.reshape(-1, x.shape[-1]).astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+    flat = jnp.dot(x.reshape(-1, x.shape[-1]).astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)[None, :]
     return flat.reshape(x.shape[:-1] + (-1,))
 
 
@@ -245,7 +250,7 @@ class AdaLNBlock(nn.Module):
 
         gamma, beta = LayerNormParams(name="norm_q")(width)
         kernel, bias = DenseParams(h * dk, name="query")(width)
-        q_in = modulate(normalize(q) * gamma + beta, shift1, scale1)
+        q_in = modulate(normalize(q) * _features(gamma, 4) + _features(beta, 4), shift1, scale1)
         queries = heads(_project(q_in, kernel * dk**-0.5, bias * dk**-0.5, self.dtype))
 
         # Keys and values from Z = z·V + P without forming Z: LN(Z) = (z·a + b_c) / σ(z).
@@ -259,8 +264,8 @@ class AdaLNBlock(nn.Module):
         for part in ("key", "value"):
             gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
             kernel, bias = DenseParams(h * dk, name=part)(width)
-            g = gamma * (1.0 + kv_scale)
-            per_c = heads((beta * (1.0 + kv_scale) + kv_shift) @ kernel + bias)
+            g = _features(gamma, 4) * (1.0 + kv_scale)
+            per_c = heads((_features(beta, 4) * (1.0 + kv_scale) + kv_shift) @ kernel + _features(bias, 4))
             kv.append((heads(a * g @ kernel), heads(b_c * g @ kernel), per_c))
         out = dag_attention_factored(queries, zf * inv, inv, kv[0], kv[1], mask, affine=affine)
         out = jnp.swapaxes(out, 2, 3).reshape(b, n, nodes, h * dk)

@@ -124,16 +124,21 @@ def sample_mechanism(
 def _rff_features(mech: Mechanism, u: jax.Array, length: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """``b + √(2/M) s Σ_r α_r cos(u_r / ℓ + φ_r)`` for ``u [..., M, K]``, per-output ``ℓ, s, b [K]`` → ``[..., K]``."""
     c = math.sqrt(2.0 / mech.num_features)
-    features = jnp.cos(u / length + mech.phi[:, None])
-    return bias + c * scale * (mech.alpha @ features)
+    lead = (1,) * (u.ndim - 1)
+    features = jnp.cos(u / length.reshape(lead + (-1,)) + mech.phi.reshape(lead[:-1] + (-1, 1)))
+    out = mech.alpha @ features  # [..., K]
+    rows = (1,) * (out.ndim - 1)
+    return bias.reshape(rows + (-1,)) + c * scale.reshape(rows + (-1,)) * out
 
 
 def _linear_apply(mech: Mechanism, adj: jax.Array, x: jax.Array) -> jax.Array:
-    return mech.bias + x @ (mech.weights * adj)
+    out = x @ (mech.weights * adj)
+    return mech.bias.reshape((1,) * (out.ndim - 1) + (-1,)) + out
 
 
 def _rff_apply(mech: Mechanism, adj: jax.Array, x: jax.Array) -> jax.Array:
-    u = (x[..., None, :] * mech.omega) @ adj  # [..., M, N]: u_rj = Σ_i Ω_ri A_ij x_i
+    omega = mech.omega.reshape((1,) * (x.ndim - 1) + mech.omega.shape)
+    u = (x[..., None, :] * omega) @ adj  # [..., M, N]: u_rj = Σ_i Ω_ri A_ij x_i
     return _rff_features(mech, u, mech.length_scale, mech.output_scale, mech.bias)
 
 
@@ -181,8 +186,8 @@ def apply_node(
         return mech.bias[j] + x @ (mech.weights[:, j] * parents)
 
     def rff(mech, parents, x, j):
-        u = x @ (mech.omega * parents).T  # [..., M]
-        features = jnp.cos(u / mech.length_scale[j] + mech.phi)
+        u = x @ (mech.omega * parents[None, :]).T  # [..., M]
+        features = jnp.cos(u / mech.length_scale[j] + mech.phi.reshape((1,) * (u.ndim - 1) + (-1,)))
         return mech.bias[j] + math.sqrt(2.0 / mech.num_features) * mech.output_scale[j] * (features @ mech.alpha)
 
     if func == "linear":

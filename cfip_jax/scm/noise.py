@@ -86,4 +86,4 @@ def sample_noise(key: jax.Array, kind: jax.Array | int, scale: jax.Array, n: int
     Returns:
       ``[n, N]`` float32 noise.
     """
-    return standard_noise(key, kind, n, scale.shape[-1]) * scale
+    return standard_noise(key, kind, n, scale.shape[-1]) * scale[None, :]

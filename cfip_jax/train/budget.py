@@ -2,7 +2,8 @@
 
 With ``config.max_seconds`` set, stage 1 gets ``encoder_share`` of it and stage 2 the rest (:func:`stage_seconds`);
 a stage's ``steps`` are then not used. The elapsed time counts everything the stage does (compilation, validation,
-checkpoints) and carries over a resume.
+checkpoints) and carries over a resume. It is wall time, or with ``budget_clock="process"`` the CPU seconds of the
+process (all threads): equal budgets for runs that share a machine with other work.
 
 Schedule (warm-up, constant, decay): the optimiser's own schedule warms up linearly over ``optim.warmup_steps`` and
 then stays at ``optim.lr`` (:func:`cfip_jax.train.optim.learning_rate_schedule` with ``budgeted=True``). When
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable
 
 from cfip_jax import validation as V
+
+CLOCK: Callable[[], float] = time.perf_counter  # the budget's clock (tests replace it with a deterministic one)
 
 
 @dataclasses.dataclass
@@ -52,6 +55,8 @@ def check_budget_config(config) -> None:
     """Validate ``max_seconds``, ``encoder_share`` and each stage's ``optim.decay_fraction``; one-line errors."""
     if config.max_seconds is not None:
         V.check_positive(config.max_seconds, "max_seconds")
+    if config.budget_clock not in ("wall", "process"):
+        raise ValueError(f"budget_clock must be 'wall' or 'process', got {config.budget_clock!r}")
     share = config.encoder_share
     if not isinstance(share, (int, float)) or not 0.0 < share < 1.0:
         raise ValueError(f"encoder_share must be a fraction in (0, 1), got {share!r}")
@@ -59,6 +64,11 @@ def check_budget_config(config) -> None:
         fraction = config[name].optim.decay_fraction
         if not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
             raise ValueError(f"{name}.optim.decay_fraction must be in (0, 1], got {fraction!r}")
+
+
+def clock_of(config) -> Callable[[], float] | None:
+    """The budget's clock: wall time (:data:`CLOCK`, None) or the process's CPU time (``budget_clock="process"``)."""
+    return time.process_time if config.budget_clock == "process" else None
 
 
 def stage_seconds(config, name: str) -> float | None:
@@ -77,7 +87,7 @@ class Budget:
       decay_fraction: the final fraction of the budget spent decaying.
       end_scale: ``end_lr / lr``, the factor reached at the end of the decay.
       state: the :class:`BudgetState` restored from the checkpoint (fresh: ``BudgetState()``).
-      clock: seconds, monotonic (tests pass a fake one).
+      clock: seconds, monotonic (default :data:`CLOCK`).
     """
 
     def __init__(
@@ -86,14 +96,14 @@ class Budget:
         decay_fraction: float,
         end_scale: float,
         state: BudgetState,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] | None = None,
     ):
         self.seconds = V.check_positive(seconds, "max_seconds")
         self.decay_fraction = float(decay_fraction)
         self.end_scale = float(end_scale)
         self.state = dataclasses.replace(state)
-        self._clock = clock
-        self._start = clock()
+        self._clock = clock or CLOCK
+        self._start = self._clock()
         self._rate_from: tuple[int, float] | None = None  # (step, time) of the first completed step of this session
 
     # -- the clock -----------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ MAY_DIFFER = (
     # The time budget: once a stage's decay is fixed, its checkpointed BudgetState governs.
     "max_seconds",
     "encoder_share",
+    "budget_clock",
     "encoder.optim.decay_fraction",
     "decoder.optim.decay_fraction",
 )
@@ -96,6 +97,8 @@ def check_compatible(saved: Mapping, current: Mapping, stage: str, where: str = 
     a = relevant_fields(flatten(saved), stage)
     b = relevant_fields(flatten(current), stage)
     for name in sorted(set(a) | set(b)):
+        if a.get(name) is None and b.get(name) is None:
+            continue  # a field added after the checkpoint was written, left unset (None) now
         if name not in a or name not in b or a[name] != b[name]:
             old = a.get(name, "<absent>")
             new = b.get(name, "<absent>")

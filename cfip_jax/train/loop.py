@@ -40,6 +40,7 @@ from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.train import budget as budget_lib
 from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train import validation_set
 from cfip_jax.train.ema import EMAConfig
 from cfip_jax.train.metrics_writer import MetricWriter
 from cfip_jax.train.optim import check_optim_config, learning_rate_schedule, make_optimizer
@@ -69,6 +70,8 @@ def check_config(config, num_devices: int | None = None) -> None:
     data = config.data
     V.check_int(data.n, "data.n", minimum=2)
     V.check_int(data.n_context, "data.n_context", minimum=1, maximum=data.n - 1)
+    if data.encoder_n is not None:
+        V.check_int(data.encoder_n, "data.encoder_n", minimum=2)
     for name, b in (("data.batch_size", data.batch_size), ("eval.batch_size", config.eval.batch_size)):
         if V.check_int(b, name, minimum=1) % num_devices:
             raise ValueError(f"{name} {b} must be a multiple of the number of devices ({num_devices})")
@@ -214,14 +217,15 @@ class StageRun:
         seconds = budget_lib.stage_seconds(config, name)
         optim = config[name].optim
         end_scale = float(optim.end_lr) / float(optim.lr) if float(optim.lr) > 0 else 0.0
+        clock = budget_lib.clock_of(config)
         self.budget = None if seconds is None else budget_lib.Budget(seconds, optim.decay_fraction, end_scale,
-                                                                     budget_state)  # fmt: skip
+                                                                     budget_state, clock=clock)  # fmt: skip
         self.total = int(config[name].steps)
         self.last_saved = start if start > 0 else None
         self.pending: list[tuple[int, dict]] = []
         self.writer = MetricWriter(workdir, name)
         self.writer.truncate_after(start)
-        stage = build_stage(config, name)
+        self.stage = stage = build_stage(config, name)
         eval_spec = data_spec(config, local_batch_size(config.eval.batch_size, mesh, "eval.batch_size"),
                               config.eval.funcs)  # fmt: skip
         self.eval_fn = make_eval_step(stage, eval_spec, config.seed, mesh)
@@ -303,6 +307,8 @@ class StageRun:
         self.log_t, self.log_step = time.perf_counter(), done
 
     def validate(self, done: int, record: dict) -> None:
+        if self.config.eval.fixed:
+            return self.validate_fixed(done, record)
         totals: dict[str, np.ndarray] = {}
         for index in range(self.config.eval.num_batches):
             out = to_host(self.eval_fn(self.state.ema_params, self.state.frozen, done, index))
@@ -315,6 +321,15 @@ class StageRun:
                 val[f"val_zero_rmse_{func}"] = float(totals["rmse_zero"][i] / totals["count"][i])
         record.update(val)
         _say(f"{self.name} step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+
+    def validate_fixed(self, done: int, record: dict) -> None:
+        """The EMA parameters on the fixed validation set: ``val_rmse_{family}`` and ``val_rmse_{family}_{d}``."""
+        errors = validation_set.errors(self.stage, self.state.ema_params, self.state.frozen)
+        val = {}
+        for group, v in validation_set.summarize(errors).items():
+            val["val_rmse" if group == "all" else f"val_rmse_{group.replace('/', '_')}"] = round(v["mean"], 5)
+        record.update(val)
+        _say(f"{self.name} step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k.count("_") < 3))
 
     def checkpoint(self, done: int) -> None:
         snapshot = None if self.budget is None else self.budget.snapshot(done)
@@ -395,7 +410,7 @@ def _step_fn(config, name: str, mesh: jax.sharding.Mesh) -> Callable:
     budgeted = config.max_seconds is not None
     scfg = config[name]
     spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"),
-                     pack=bool(config.data.pack))  # fmt: skip
+                     pack=bool(config.data.pack), stage=name)  # fmt: skip
     step_cfg = StepConfig(
         stage=build_stage(config, name),
         spec=spec,

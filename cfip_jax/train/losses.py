@@ -64,7 +64,8 @@ def per_dataset_rmse(pred: jax.Array, target: jax.Array, node_mask: jax.Array) -
 
 def _segment_sums(sq: jax.Array, segment: jax.Array, segments: int) -> tuple[jax.Array, jax.Array]:
     """Per-dataset sums of ``sq [R, n, N]`` over each dataset's nodes: ``([R, n, G], node counts [R, G])``."""
-    member = (segment[..., None] == jnp.arange(segments)).astype(sq.dtype)  # [R, N, G]; padded nodes (−1) in none
+    # [R, N, G]: one-hot of each node's dataset; padded nodes (−1) belong to none.
+    member = (segment[..., None] == jnp.arange(segments)[None, None, :]).astype(sq.dtype)
     return jnp.einsum("rsj,rjg->rsg", sq, member), jnp.sum(member, axis=1)
 
 

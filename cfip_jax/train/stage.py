@@ -120,7 +120,9 @@ def build_stage(config, name: str) -> Stage:
     return Stage(name="decoder", encoder=encoder, decoder=decoder, n_context=int(config.data.n_context))
 
 
-def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None, *, pack: bool = False) -> BatchSpec:
+def data_spec(
+    config, batch_size: int, funcs: Sequence[str] | None = None, *, pack: bool = False, stage: str | None = None
+) -> BatchSpec:
     """The :class:`BatchSpec` of the run's data (every graph × function × noise combination of ``config.data``).
 
     Args:
@@ -128,6 +130,7 @@ def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None, *, pa
       batch_size: datasets per call (per device).
       funcs: restrict the mechanism families (validation per family); default: all of ``config.data.funcs``.
       pack: the packed layout (training batches when ``config.data.pack``); validation batches are not packed.
+      stage: ``"encoder"``: stage 1's training data, with ``data.encoder_n`` samples per dataset when it is set.
     """
     data = config.data
     funcs = tuple(data.funcs if funcs is None else funcs)
@@ -138,7 +141,7 @@ def data_spec(config, batch_size: int, funcs: Sequence[str] | None = None, *, pa
         priors=priors,
         node_counts=tuple(data.node_counts),
         max_nodes=data.max_nodes,
-        n=data.n,
+        n=data.encoder_n if stage == "encoder" and data.get("encoder_n") is not None else data.n,
         batch_size=batch_size,
         standardize=True,
         pack=pack,

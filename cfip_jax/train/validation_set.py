@@ -1,0 +1,168 @@
+"""A fixed validation set for recipe decisions, and the command that scores a model on it.
+
+96 in-distribution datasets drawn once from a fixed seed: 8 of each of the 12 combinations of the training prior
+(ER / SF-in / SF-out graphs × linear / RFF mechanisms × d = 10 and 20, Gaussian noise, the IN parameter ranges),
+n = 400 samples, standardised. Every run and every model sees the same datasets, whatever its own training data.
+
+Scores, per dataset (the training losses' measures, on the same data for every model):
+
+- stage 1 (``encoder``): the mean over samples of the per-sample RMSE of the encoder's F(x) on all 400 samples (its
+  noise prediction error, since the noise is x − F(x));
+- stage 2 (``decoder``): the RMSE of the decoder's F(x) on samples 200..399, conditioned on samples 0..199.
+
+They are summarised per mechanism family and node count (mean and standard error). The OUT generalisation check is
+the suite's OUT half: ``eval.py --suite paper``.
+
+Command line::
+
+    python -m cfip_jax.train.validation_set WORKDIR_OR_EXPORT [--json OUT.json]
+
+A training workdir is scored with the EMA parameters of its latest encoder checkpoint (stage 1) and, when there is
+one, its latest decoder checkpoint (stage 2); an export (``model.json`` + ``params.npz``) on both stages.
+Training can also validate on this set as it goes (``--config.eval.fixed=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cfip_jax.scm.batch import Batch, BatchSpec, combination_indices, sample_batch
+from cfip_jax.scm.priors import scm_prior
+
+SEED = 20261201
+GRAPHS, FUNCS, NODE_COUNTS = ("er", "sf_in", "sf_out"), ("linear", "rff"), (10, 20)
+N, N_CONTEXT, PER_COMBINATION, CHUNK = 400, 200, 8, 12
+
+
+def spec() -> BatchSpec:
+    """The set's :class:`~cfip_jax.scm.batch.BatchSpec` (96 datasets, padded to 20 nodes, not packed)."""
+    priors = tuple(scm_prior(g, f, "gaussian", "in") for g in GRAPHS for f in FUNCS)
+    return BatchSpec(priors=priors, node_counts=NODE_COUNTS, max_nodes=max(NODE_COUNTS), n=N,
+                     batch_size=PER_COMBINATION * len(priors) * len(NODE_COUNTS))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def validation_batch() -> tuple[Batch, tuple[str, ...]]:
+    """The 96 datasets (on the host) and each one's group label ``"{func}/{d}"``."""
+    s = spec()
+    key = jax.random.key(SEED)
+    batch = jax.tree.map(np.asarray, sample_batch(key, s))
+    combos = np.asarray(combination_indices(key, s))
+    labels = tuple(f"{s.combinations[c][0].mechanism.func}/{s.combinations[c][1]}" for c in combos)
+    return batch, labels
+
+
+def _chunks(batch: Batch):
+    for start in range(0, batch.x.shape[0], CHUNK):
+        yield jax.tree.map(lambda a, s=start: jnp.asarray(a[s : s + CHUNK]), batch)
+
+
+def errors(stage, variables: Any, frozen: Any = None) -> np.ndarray:
+    """Per-dataset errors ``[96]`` of a :class:`cfip_jax.train.stage.Stage`'s network (stage 2: a context of 200).
+
+    Args:
+      stage: the :class:`cfip_jax.train.stage.Stage` (its ``n_context`` is replaced by the set's 200).
+      variables: the trained network's (EMA) variables.
+      frozen: stage 2: the encoder's variables.
+    """
+    stage = dataclasses.replace(stage, n_context=N_CONTEXT) if stage.name == "decoder" else stage
+    fn = _errors_fn(stage)
+    batch, _ = validation_batch()
+    return np.concatenate([np.asarray(fn(variables, frozen, chunk)) for chunk in _chunks(batch)])
+
+
+@functools.lru_cache(maxsize=8)
+def _errors_fn(stage):
+    return jax.jit(lambda v, f, b: stage.per_dataset_errors(v, f, b)["rmse"])
+
+
+def summarize(values: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean, standard error and count per group (``"linear/10"``, …), per family (``"linear"``) and overall."""
+    _, labels = validation_batch()
+    labels_arr = np.asarray(labels)
+    groups = {"all": np.ones(len(labels), bool)}
+    for func in FUNCS:
+        groups[func] = np.char.startswith(labels_arr, func + "/")
+        for d in NODE_COUNTS:
+            groups[f"{func}/{d}"] = labels_arr == f"{func}/{d}"
+    out = {}
+    for name, sel in groups.items():
+        v = values[sel]
+        out[name] = dict(mean=float(v.mean()), se=float(v.std(ddof=1) / np.sqrt(len(v))), count=int(len(v)))
+    return out
+
+
+def score(path: str) -> dict[str, dict]:
+    """Stage-1 and stage-2 summaries of a training workdir or an export (see the module docstring)."""
+    from cfip_jax import model_io
+    from cfip_jax.train.stage import Stage
+
+    if os.path.isfile(os.path.join(path, model_io.EXPORT_CONFIG)):
+        m = model_io.load_export(path)
+        enc, dec, enc_vars, dec_vars = m.encoder, m.decoder, m.encoder_params, m.decoder_params
+    else:
+        enc, dec, enc_vars, dec_vars = _from_workdir(path)
+    out = {"encoder": summarize(errors(Stage("encoder", enc), enc_vars))}
+    if dec_vars is not None:
+        out["decoder"] = summarize(errors(Stage("decoder", enc, dec, N_CONTEXT), dec_vars, enc_vars))
+    return out
+
+
+def _from_workdir(path: str):
+    import ml_collections
+
+    from cfip_jax import model as model_lib
+    from cfip_jax.train import checkpoint as ckpt_lib
+    from cfip_jax.train import loop  # the command only; the loop itself imports this module's scoring
+
+    with ckpt_lib.StageCheckpointer(path, "encoder", keep=1000, async_save=False) as ck:
+        latest = ck.latest_config()
+    if latest is None:
+        raise ValueError(f"{path}: neither an export nor a workdir with an encoder checkpoint")
+    config = ml_collections.ConfigDict(latest[1])
+    enc, dec = model_lib.build_networks(config)
+    _, enc_state = loop.load_state(config, path, "encoder")
+    dec_vars = None
+    with ckpt_lib.StageCheckpointer(path, "decoder", keep=1000, async_save=False) as ck:
+        has_decoder = ck.latest_config() is not None
+    if has_decoder:
+        _, dec_state = loop.load_state(config, path, "decoder")
+        dec_vars = dec_state.ema_params
+        enc_vars = dec_state.frozen  # the encoder the decoder was trained with
+    else:
+        enc_vars = enc_state.ema_params
+    return enc, dec, enc_vars, dec_vars
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m cfip_jax.train.validation_set", description=__doc__.splitlines()[0])
+    p.add_argument("path", help="training workdir or exported model directory")
+    p.add_argument("--json", help="also write the summaries to this file")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.path):
+        p.error(f"{args.path} is not a directory")
+    try:
+        result = score(args.path)
+    except ValueError as err:
+        p.exit(2, f"error: {err}\n")
+    for stage, table in result.items():
+        row = ", ".join(f"{k} {v['mean']:.4f} ± {v['se']:.4f}" for k, v in table.items())
+        print(f"{stage}: {row}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
