@@ -20,6 +20,7 @@ Everything is validated on the host before any tracing; bad input raises one ``V
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from cfip_jax import fixed_point, model_io
 from cfip_jax import model as model_lib
+from cfip_jax import refine as refine_lib
 from cfip_jax import validation as V
 
 NOISE_MODELS = ("gaussian", "empirical")
@@ -125,6 +127,15 @@ class InferredSCM:
       kind: the input type results are returned as: ``"numpy"``, ``"pandas"`` or ``"jax"`` (static).
       noise_model: ``"gaussian"`` (a Gaussian per node fitted to the abducted noise) or ``"empirical"`` (resampling the
         abducted noise per node) for :meth:`sample` and :meth:`intervene` (static).
+      refined_steps: optimiser steps of the refinement it was made with (0: zero-shot; static).
+      refine_loss: ``(before, after)`` the refinement objective (per-row RMSE of x − F(x), standardised) before and
+        after, on ``refine_loss_on`` (``"held-out rows"`` for ``refine="auto"``, ``"fitted rows"`` for a number of
+        steps); None when zero-shot (static).
+
+    Interventions (:meth:`intervene`, :meth:`counterfactual`): hard ones, ``do(X_i = a)`` (``values={node: a}``: the
+    node's mechanism and noise are replaced by the constant), and shift ones (``shift={node: δ}``: x_i = F_i(pa_i) +
+    n_i + δ, the node keeps its mechanism and noise and moves by δ in the user's units, its descendants follow),
+    alone or together on different nodes.
     """
 
     mechanism_fn: Any
@@ -136,6 +147,9 @@ class InferredSCM:
     nodes: tuple[str, ...] = flax.struct.field(pytree_node=False)
     kind: str = flax.struct.field(pytree_node=False, default="numpy")
     noise_model: str = flax.struct.field(pytree_node=False, default="gaussian")
+    refined_steps: int = flax.struct.field(pytree_node=False, default=0)
+    refine_loss: tuple[float, float] | None = flax.struct.field(pytree_node=False, default=None)
+    refine_loss_on: str | None = flax.struct.field(pytree_node=False, default=None)
 
     # -- unit conversions ------------------------------------------------------------------------------------------
     def _std(self, x) -> jax.Array:
@@ -153,19 +167,45 @@ class InferredSCM:
             raise ValueError(f"{name} columns {list(map(str, x.columns))} differ from the SCM's nodes")
         return self._std(arr)
 
-    def _intervention(self, values: Mapping[Any, float]) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(values, Mapping) or not values:
-            raise ValueError("interventions must be a non-empty mapping {node: value}")
-        mask = np.zeros(len(self.nodes), bool)
-        vals = np.zeros(len(self.nodes), np.float32)
-        for node, value in values.items():
+    def _intervention(
+        self, values: Mapping[Any, float] | None, shift: Mapping[Any, float] | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        """``(clamp mask [d] or None, standardised values [d] or None, standardised shift [d])`` of an intervention;
+        one-line errors for unknown nodes, non-numbers, non-finite values and a node both clamped and shifted."""
+        d = len(self.nodes)
+        hard, moved = self._node_values(values, "values"), self._node_values(shift, "shift")
+        if not hard and not moved:
+            raise ValueError("an intervention needs values={node: value} (hard) and/or shift={node: delta}")
+        both = sorted(set(hard) & set(moved))
+        if both:
+            raise ValueError(f"node(s) {', '.join(self.nodes[i] for i in both)} both clamped and shifted")
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        delta = np.zeros(d, np.float32)
+        for i, value in moved.items():
+            delta[i] = value / std[i]  # a shift in the user's units is δ/σ in standardised ones (no centring)
+        if not hard:
+            return None, None, delta
+        mask, vals = np.zeros(d, bool), np.zeros(d, np.float32)
+        for i, value in hard.items():
+            mask[i], vals[i] = True, (value - mean[i]) / std[i]
+        return mask, vals, delta
+
+    def _node_values(self, mapping: Mapping[Any, float] | None, what: str) -> dict[int, float]:
+        if mapping is None:
+            return {}
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"{what} must be a mapping {{node: number}}, got {type(mapping).__name__}")
+        out = {}
+        for node, value in mapping.items():
             i = _resolve(node, self.nodes)
-            value = float(value)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{what} for {self.nodes[i]} must be a number, got {value!r}") from None
             if not np.isfinite(value):
-                raise ValueError(f"intervention value for {self.nodes[i]} is not finite")
-            mask[i] = True
-            vals[i] = (value - float(self.mean[i])) / float(self.std[i])
-        return mask, vals
+                raise ValueError(f"{what} for {self.nodes[i]} is not finite")
+            out[i] = value
+        return out
 
     def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
         n = V.check_int(n, "n", minimum=1)
@@ -208,16 +248,27 @@ class InferredSCM:
         z = self._solve(self._fresh_noise(n, key))
         return _wrap(self._raw(z), self.nodes, self.kind)
 
-    def intervene(self, values: Mapping[Any, float], n: int, key: jax.Array):
-        """``n`` samples under the hard intervention do(node = value, …) (nodes by name or index, user's units)."""
-        mask, vals = self._intervention(values)
-        z = self._solve(self._fresh_noise(n, key), mask, vals)
+    def intervene(
+        self,
+        values: Mapping[Any, float] | None = None,
+        n: int | None = None,
+        key: jax.Array | None = None,
+        *,
+        shift: Mapping[Any, float] | None = None,
+    ):
+        """``n`` samples under do(node = value, …) and/or the shifts ``shift={node: δ}`` (x_i = F_i(pa_i) + n_i + δ);
+        nodes by name or index, values and shifts in the user's units, fresh noise from ``key``."""
+        if n is None or key is None:
+            raise ValueError("intervene needs n (the number of samples) and key (a PRNG key)")
+        mask, vals, delta = self._intervention(values, shift)
+        z = self._solve(self._fresh_noise(n, key) + delta[None, :], mask, vals)
         return _wrap(self._raw(z), self.nodes, self.kind)
 
-    def counterfactual(self, x, values: Mapping[Any, float]):
-        """Counterfactuals of factual rows ``x`` under do(node = value, …): same abducted noise, intervened SCM."""
-        mask, vals = self._intervention(values)
-        z = self._solve(fixed_point.abduct(self.mechanism_fn, self._input(x, "x")), mask, vals)
+    def counterfactual(self, x, values: Mapping[Any, float] | None = None, *, shift: Mapping[Any, float] | None = None):
+        """Counterfactuals of factual rows ``x`` under do(node = value, …) and/or shifts: the abducted noise of each
+        row, pushed through the intervened SCM (a shifted node's own noise is kept and moved by δ)."""
+        mask, vals, delta = self._intervention(values, shift)
+        z = self._solve(fixed_point.abduct(self.mechanism_fn, self._input(x, "x")) + delta[None, :], mask, vals)
         return _wrap(self._raw(z), self.nodes, self.kind)
 
     def with_noise_model(self, noise_model: str) -> InferredSCM:
@@ -279,8 +330,10 @@ class CondFiP:
         nodes: Sequence[str] | None = None,
         noise_model: str = "gaussian",
         max_context: int | str | None = "trained",
+        refine: int | str | None = None,
+        refine_config: refine_lib.RefineConfig | None = None,
     ):
-        """Infer the SCM of ``data`` with causal graph ``graph``, zero-shot (no gradient step).
+        """Infer the SCM of ``data`` with causal graph ``graph``: zero-shot (no gradient step), or refined on the data.
 
         The encoder reads at most ``max_context`` rows (the dataset embedding); the noise is abducted from every row.
         By default that is the context size the model was trained with (200 for the shipped model), drawn at random
@@ -297,11 +350,17 @@ class CondFiP:
           nodes: node names (default: DataFrame columns or ``0..d-1``).
           noise_model: ``"gaussian"`` or ``"empirical"`` (see :class:`InferredSCM`).
           max_context: ``"trained"``, an int ≥ 2 or None (all rows); see :meth:`context_rows`.
+          refine: None or 0 (zero-shot, the default), a number of optimiser steps, or ``"auto"`` (early stopping on
+            held-out rows, with a cap): start from the zero-shot SCM and fit the decoder to the data itself with the
+            per-dataset FiP objective x ≈ F(x) (:mod:`cfip_jax.refine`; ``docs/refinement.md`` for what it buys). A
+            refinement that diverges returns the zero-shot SCM with a warning.
+          refine_config: what is refined and how (:class:`cfip_jax.refine.RefineConfig`; default the measured one).
 
         Returns:
-          The :class:`InferredSCM`.
+          The :class:`InferredSCM` (``refined_steps`` and ``refine_loss`` say how it was made).
         """
         V.check_choice(noise_model, NOISE_MODELS, "noise model")
+        refine = refine_lib.check_refine(refine)
         arr, names, kind = _to_numpy_data(data, nodes)
         std = arr.std(axis=0, ddof=1)
         constant = [names[j] for j in np.flatnonzero(std == 0)]
@@ -313,10 +372,22 @@ class CondFiP:
         adj_b = jnp.asarray(adj)[None]
         rows = self.context_rows(arr.shape[0], max_context)
         context = z if rows is None else z[rows]
+        if refine == "auto":
+            refine_lib.held_out_rows(z.shape[0], refine_config or refine_lib.RefineConfig())  # too few rows: say so now
         cond, noise = model_lib.condition_and_abduct(self.model, context, z, adj_b)
+        model, made = self.model, {}
+        if refine is not None:
+            out = refine_lib.refine(self.model, cond, z, adj_b, refine, refine_config)
+            if out.finite:
+                model, cond = out.model, out.cond
+                noise = fixed_point.abduct(model_lib.mechanism(model, cond, adj_b, single=True), z)
+                made = dict(refined_steps=out.steps, refine_loss=(out.loss_before, out.loss_after),
+                            refine_loss_on=out.loss_on)  # fmt: skip
+            else:
+                warnings.warn("the refinement's loss became non-finite; returning the zero-shot SCM", stacklevel=2)
         return InferredSCM(
-            mechanism_fn=model_lib.mechanism(self.model, cond, adj_b, single=True),
-            mechanism_at=model_lib.node_mechanism(self.model, cond, adj_b, single=True),
+            mechanism_fn=model_lib.mechanism(model, cond, adj_b, single=True),
+            mechanism_at=model_lib.node_mechanism(model, cond, adj_b, single=True),
             adj=jnp.asarray(adj),
             mean=jnp.asarray(mean, jnp.float32),
             std=jnp.asarray(std, jnp.float32),
@@ -324,4 +395,5 @@ class CondFiP:
             nodes=names,
             kind=kind,
             noise_model=noise_model,
+            **made,
         )

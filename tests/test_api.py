@@ -12,6 +12,7 @@ from cfip_jax.api import CondFiP, graph_to_adjacency
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
+from cfip_jax.refine import RefineConfig
 
 NODES = ("a", "b", "c", "d")
 EDGES = [("a", "b"), ("b", "c"), ("a", "d")]
@@ -206,3 +207,126 @@ def test_level_by_level_solver_matches_the_iterated_fixed_point(model, frame):
     noise = jnp.asarray(np.random.default_rng(1).normal(size=(16, 4)), jnp.float32)
     np.testing.assert_allclose(np.asarray(jax.jit(lambda s, n: s._solve(n))(scm, noise)),
                                np.asarray(scm._solve(noise)), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+# ---------------------------------------------------------------- shift interventions and refinement
+
+
+def _linear_scm(d=4, seed=0):
+    """An InferredSCM with a known linear mechanism F(x) = x W (standardised units = user units: mean 0, std 1)."""
+    from jax.tree_util import Partial
+
+    from cfip_jax.api import InferredSCM
+
+    rng = np.random.default_rng(seed)
+    w = np.triu(rng.uniform(0.5, 1.5, (d, d)) * (rng.random((d, d)) < 0.7), 1).astype(np.float32)
+    w[0, 1] = 1.2  # 0 -> 1 for sure
+    noise = rng.normal(size=(50, d)).astype(np.float32)
+    scm = InferredSCM(
+        mechanism_fn=Partial(_matmul, jnp.asarray(w)),
+        mechanism_at=None,
+        adj=jnp.asarray((w != 0).astype(np.float32)),
+        mean=jnp.zeros(d, jnp.float32),
+        std=jnp.ones(d, jnp.float32),
+        noise_data=jnp.asarray(noise),
+        nodes=tuple(f"x{i}" for i in range(d)),
+    )
+    return scm, w
+
+
+def _matmul(w, z):
+    return z @ w
+
+
+def test_shift_and_hard_interventions_follow_the_linear_closed_form():
+    """x = x W + n: a shift δ on node i adds δ e_i (I − W)⁻¹ to every sample and counterfactual; a hard do(x_j = a)
+    with a shift on another node solves the cut system exactly."""
+    scm, w = _linear_scm()
+    d = w.shape[0]
+    total = np.linalg.inv(np.eye(d) - w)  # rows: total effects of each node's noise
+    key = jax.random.key(0)
+    base = np.asarray(scm.sample(64, key))
+    shifted = np.asarray(scm.intervene(shift={"x0": 2.0}, n=64, key=key))
+    np.testing.assert_allclose(shifted - base, np.broadcast_to(2.0 * total[0], base.shape), atol=1e-4)
+    x = np.asarray(scm.generate(np.asarray(scm.noise_data)))
+    cf = np.asarray(scm.counterfactual(x, shift={1: -1.5}))
+    np.testing.assert_allclose(cf - x, np.broadcast_to(-1.5 * total[1], x.shape), atol=1e-4)
+    # hard on x1 and shift on x0: x0 moves by δ, x1 is a, x2.. follow the cut system
+    both = np.asarray(scm.counterfactual(x, {"x1": 0.5}, shift={"x0": 1.0}))
+    noise = x - x @ w
+    cut = w.copy()
+    cut[:, 1] = 0.0
+    expect = np.zeros_like(x)
+    for j in range(d):  # nodes are in topological order (W upper triangular)
+        expect[:, j] = 0.5 if j == 1 else expect @ cut[:, j] + noise[:, j] + (1.0 if j == 0 else 0.0)
+    np.testing.assert_allclose(both, expect, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(shift={"nope": 1.0}), "unknown node 'nope'"),
+        (dict(shift={"x0": float("nan")}), "shift for x0 is not finite"),
+        (dict(shift={"x0": "big"}), "shift for x0 must be a number"),
+        (dict(values={"x0": 1.0}, shift={"x0": 1.0}), "both clamped and shifted"),
+        (dict(), "needs values"),
+    ],
+)
+def test_bad_interventions_are_refused(kwargs, message):
+    scm, _ = _linear_scm()
+    with pytest.raises(ValueError, match=message):
+        scm.intervene(n=4, key=jax.random.key(0), **kwargs)
+
+
+def test_refinement_improves_the_fit_and_records_how(model, frame):
+    zero = model.fit(frame, EDGES)
+    assert zero.refined_steps == 0 and zero.refine_loss is None
+    auto = model.fit(frame, EDGES, refine="auto")
+    before, after = auto.refine_loss
+    assert auto.refine_loss_on == "held-out rows" and 0 < auto.refined_steps <= RefineConfig().max_steps
+    assert after <= before
+    fixed = model.fit(frame, EDGES, refine=5)
+    assert fixed.refined_steps == 5 and fixed.refine_loss_on == "fitted rows"
+    # the refined SCM's mechanism differs from the zero-shot one; same API
+    assert not np.allclose(fixed.mechanism(frame).to_numpy(), zero.mechanism(frame).to_numpy())
+    assert fixed.sample(8, jax.random.key(0)).shape == (8, 4)
+
+
+@pytest.mark.parametrize(
+    "refine, message",
+    [(-1, ">= 0 steps"), (2.5, "whole number"), ("fast", "'auto'"), (True, "whole number")],
+)
+def test_bad_refine_is_refused_before_tracing(model, frame, refine, message):
+    with pytest.raises(ValueError, match=message):
+        model.fit(frame, EDGES, refine=refine)
+
+
+def test_auto_refinement_needs_enough_rows(model, frame):
+    with pytest.raises(ValueError, match="needs at least 30 rows"):
+        model.fit(frame.iloc[:25], EDGES, refine="auto")
+
+
+def test_diverging_refinement_returns_the_zero_shot_scm(model, frame):
+    zero = model.fit(frame, EDGES)
+    with pytest.warns(UserWarning, match="non-finite"):
+        blown = model.fit(frame, EDGES, refine=3, refine_config=RefineConfig(lr=1e30))
+    assert blown.refined_steps == 0
+    np.testing.assert_allclose(blown.mechanism(frame).to_numpy(), zero.mechanism(frame).to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_executes(tmp_path):
+    import pathlib
+
+    import nbclient
+    import nbformat
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "MMD(zero-shot samples, held-out)" in text and "MMD(refined samples, held-out)" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2

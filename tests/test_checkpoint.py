@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, saved_steps
 
+from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import loop
 from cfip_jax.train.checkpoint import StageCheckpointer
 from cfip_jax.train.parallel import to_host
@@ -120,3 +121,25 @@ def test_decoder_stage_needs_the_encoder_checkpoint(tmp_path):
         loop.run(tiny_config(), str(tmp_path), ("decoder",))
     with StageCheckpointer(str(tmp_path), "decoder", 2) as ckpt:
         assert ckpt.steps() == []
+
+
+def test_config_compatibility_rules():
+    base = ckpt_lib.config_to_dict(tiny_config())
+    for key in ("encoder.steps", "decoder.steps", "checkpoint_every", "log_every", "eval.batch_size"):
+        changed = ckpt_lib.config_to_dict(tiny_config(**{key: 2 * int(ckpt_lib.flatten(base)[key])}))
+        ckpt_lib.check_compatible(base, changed, "encoder")
+        ckpt_lib.check_compatible(base, changed, "decoder")
+    for key, value, stage, field in [
+        ("encoder.optim.lr", 1.0, "encoder", "encoder.optim.lr"),
+        ("seed", 3, "encoder", "seed"),
+        ("data.n", 32, "decoder", "data.n"),
+        # the frozen encoder must match (decoder.model.encoder_dim follows encoder.model.d_model)
+        ("encoder.model.d_model", 32, "decoder", "decoder.model.encoder_dim"),
+        ("encoder.model.num_layers", 2, "decoder", "encoder.model.num_layers"),
+        ("decoder.ema.decay", 0.5, "decoder", "decoder.ema.decay"),
+    ]:
+        changed = ckpt_lib.config_to_dict(tiny_config(**{key: value}))
+        with pytest.raises(ValueError, match=f"config field '{field}' differs"):
+            ckpt_lib.check_compatible(base, changed, stage)
+    # Decoder settings do not concern the encoder stage.
+    ckpt_lib.check_compatible(base, ckpt_lib.config_to_dict(tiny_config(**{"decoder.optim.lr": 1.0})), "encoder")

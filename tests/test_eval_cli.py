@@ -68,10 +68,36 @@ def test_eval_cli_end_to_end_with_a_checkpoint_trained_here(tmp_path, shared_dir
                         "--out", str(tmp_path / "resumed")])  # fmt: skip
     assert [r for r in resumed if "rmse" in r] == scored  # already scored: nothing evaluated again
 
+    refined = cli.main(["--checkpoint", str(workdir), "--data-dir", str(data), "--methods", "cond-fip-refined",
+                        "--refine", "2", "--include", str(out / "results.json"),
+                        "--out", str(tmp_path / "refined")])  # fmt: skip
+    rows = [r for r in refined if r.get("method") == "cond-fip-refined" and "rmse" in r]
+    assert len(rows) == 2 * 4 and all(np.isfinite(r["rmse"]) for r in rows)
+    assert "cond-fip-refined" in (tmp_path / "refined" / "summary.md").read_text()
+
 
 def test_eval_cli_names_a_missing_optional_baseline(tmp_path, monkeypatch, capsys):
+    from cfip_jax.eval import runner
+
     cli = _load(ROOT / "eval.py", "cfip_eval_cli_optional")
-    monkeypatch.setitem(cli.runner.OPTIONAL, "dowhy", (lambda: False, "the dowhy baseline needs DoWhy: pip install x"))
+    monkeypatch.setitem(runner.OPTIONAL, "dowhy", (lambda: False, "the dowhy baseline needs DoWhy: pip install x"))
     with pytest.raises(SystemExit):
         cli.main(["--real", "sachs", "--methods", "linear,dowhy", "--out", str(tmp_path)])
     assert "the dowhy baseline needs DoWhy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--refine", "-3"], "--refine must be a number of steps >= 1 or 'auto'"),
+        (["--refine", "soon"], "--refine must be a number of steps >= 1 or 'auto'"),
+        (["--refine-target", "everything"], "refine target"),
+        (["--refine-lr", "0"], "refine lr"),
+    ],
+)
+def test_eval_cli_refuses_bad_refine_flags(tmp_path, capsys, flags, message):
+    cli = _load(ROOT / "eval.py", "cfip_eval_cli_refine")
+    with pytest.raises(SystemExit):
+        cli.main(["--real", "sachs", "--methods", "cond-fip-refined", *flags, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any work

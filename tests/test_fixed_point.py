@@ -122,7 +122,7 @@ def test_gradient_through_the_scan_matches_closed_form(linear_scm):
         return jnp.sum(jnp.sin(fp.generate(Partial(linear_mechanism, w, b, a), eps, adj=adj, iterations="depth")))
 
     def loss_closed(w):
-        eye = jnp.eye(a.shape[-1])
+        eye = jnp.eye(a.shape[-1])[None]  # [1, d, d] against the batch of graphs
         x = jnp.linalg.solve(jnp.swapaxes(eye - w * a, -1, -2), jnp.swapaxes(eps + b[:, None, :], -1, -2))
         return jnp.sum(jnp.sin(jnp.swapaxes(x, -1, -2)))
 

@@ -1,17 +1,20 @@
 """Latency of the notebook API: ``CondFiP.fit`` + ``InferredSCM.sample(400)`` after compilation.
 
-Usage: ``python -m cfip_jax.bench.api [--checkpoint DIR] [--reps 5]`` — uses the shipped pretrained model by default.
-Data: one linear-Gaussian ER SCM per d from :mod:`cfip_jax.scm` (400 rows). Timed twice: with ``fit``'s default (the
-encoder reads the model's training context size, 200 rows for the shipped model; the noise is abducted from all 400)
-and with ``max_context=None`` (all 400 rows encoded, the paper's evaluation protocol). When DoWhy-GCM is importable,
-its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` + ``gcm.fit``) is printed too. Ends with one JSON
-line.
+Usage: ``python -m cfip_jax.bench.api [--checkpoint DIR] [--reps 5] [--d 20,100] [--refine-reps 3]`` — uses the
+shipped pretrained model by default. Data: one linear-Gaussian ER SCM per d from :mod:`cfip_jax.scm` (400 rows). Timed
+three ways: with ``fit``'s default (the encoder reads the model's training context size, 200 rows for the shipped
+model; the noise is abducted from all 400), with ``max_context=None`` (all 400 rows encoded, the paper's evaluation
+protocol) and with ``refine="auto"`` (semi-amortized: early-stopped gradient steps on the data; the steps it took are
+printed). When DoWhy-GCM is importable, its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` +
+``gcm.fit``) is printed too. Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
+resident set size (``ru_maxrss``) after it. Ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import jax
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", default=None, help="model directory (default: the shipped pretrained model)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--d", default="20,100")
+    p.add_argument("--refine-reps", type=int, default=3, help="timed runs of fit(refine='auto') + sample(400)")
+    p.add_argument("--memory-rows", type=int, default=1000, help="rows of the d = 100 refinement whose memory is read")
     args = p.parse_args(argv)
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     out: dict = {"backend": jax.default_backend()}
@@ -68,12 +73,41 @@ def main(argv: list[str] | None = None) -> dict:
             encoded = model.context_rows(len(x), max_context)
             rows = len(x) if encoded is None else len(encoded)
             print(f"d = {d}: fit + sample(400) {out[key]:.4f} s ({rows} of {len(x)} rows encoded)", flush=True)
+
+        def refined_fit_and_sample(x=x, adj=adj):
+            scm = model.fit(x, adj, refine="auto")
+            jax.block_until_ready(scm.sample(400, jax.random.key(0)))
+            return scm
+
+        key = f"fit_refine_auto_sample400_d{d}_s"
+        out[key] = round(_median_time(refined_fit_and_sample, args.refine_reps), 4)
+        scm = refined_fit_and_sample()
+        out[f"refine_auto_steps_d{d}"] = scm.refined_steps
+        print(
+            f"d = {d}: fit(refine='auto') + sample(400) {out[key]:.3f} s ({scm.refined_steps} steps; held-out "
+            f"objective {scm.refine_loss[0]:.4f} -> {scm.refine_loss[1]:.4f})",
+            flush=True,
+        )
         dowhy = _dowhy_fit_seconds(x, adj)
         if dowhy is not None:
             out[f"dowhy_fit_d{d}_s"] = round(dowhy, 3)
             print(f"d = {d}: DoWhy-GCM assign + fit {dowhy:.3f} s", flush=True)
+    if args.memory_rows:
+        out["refine_d100_peak_rss_gb"] = _refine_memory(model, args.memory_rows)
+        print(f"d = 100, n = {args.memory_rows}: refinement peak RSS {out['refine_d100_peak_rss_gb']:.2f} GB")
     print(json.dumps(out))
     return out
+
+
+def _refine_memory(model: CondFiP, rows: int) -> float:
+    """The process's peak resident set size (GB) after ``fit(refine="auto")`` on ``rows`` rows at d = 100."""
+    data = generate_dataset(
+        1, scm_prior("er", "linear", "gaussian"), 100, n_context=rows, n_query=2, interventions=0,
+        intervention_samples=2,
+    )  # fmt: skip
+    scm = model.fit(data.train_x, data.adj, refine="auto")
+    jax.block_until_ready(scm.sample(rows, jax.random.key(0)))
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB on Linux
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ SUITES = ("paper",)
 REAL = ("sachs", "ecoli")
 BASELINES = {"linear": tasks.LINEAR, "kernel-ridge": tasks.KERNEL_RIDGE, "fip": tasks.FIP, "dowhy": tasks.DOWHY}
 OPTIONAL = {"dowhy": (dowhy_gcm.available, dowhy_gcm.INSTALL_HINT)}  # baseline → (installed?, how to install)
-METHOD_ORDER = ("cond-fip", "fip", "dowhy", "linear", "kernel-ridge")
+METHOD_ORDER = ("cond-fip", "cond-fip-refined", "fip", "dowhy", "linear", "kernel-ridge")
 
 # The paper's test protocol (PAPER.md §2.3): IN = ER / SF-in / SF-out with Gaussian noise, OUT = SBM / WS with
 # Laplace noise and the OUT parameter ranges; 3 SCMs per graph type; 400 context and 400 query samples.

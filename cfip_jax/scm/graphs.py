@@ -328,6 +328,20 @@ def depth(adj: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, n, relax, jnp.zeros(a.shape[:-1], jnp.float32)).astype(jnp.int32)
 
 
+def descendants(adj: jax.Array, node: jax.Array) -> jax.Array:
+    """Which nodes a directed path from ``node`` reaches (``node`` itself excluded): ``[N, N], scalar -> bool [N]``.
+
+    N rounds of one-step propagation (any DAG's paths have fewer than N edges).
+    """
+    a = jnp.asarray(adj) != 0
+    start = jnp.arange(a.shape[-1]) == node
+
+    def step(_, reached):
+        return reached | jnp.any(a & (reached | start)[:, None], axis=0)
+
+    return jax.lax.fori_loop(0, a.shape[-1], step, jnp.zeros_like(start))
+
+
 def longest_path(adj: jax.Array) -> jax.Array:
     """Number of edges on the longest directed path: ``[..., N, N] -> int32 [...]`` (0 for an empty graph)."""
     return jnp.max(depth(adj), axis=-1)

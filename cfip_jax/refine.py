@@ -1,0 +1,271 @@
+"""Semi-amortized inference: refine the zero-shot SCM on its own data with a few gradient steps.
+
+Cond-FiP infers the mechanisms of a dataset zero-shot: the encoder reads the context and conditions the decoder
+(:func:`cfip_jax.model.condition`). Refinement starts from that conditioned decoder and takes optimiser steps on the
+dataset itself with the per-dataset FiP objective (SPEC.md §7), x ≈ T(x): the mean over rows of the per-row RMSE over
+nodes in standardised units. It needs no noise labels — T's output for node i depends on i's parents only, so it
+regresses x_i on them. What is refined (``target``):
+
+- ``"embedding"``: the dataset embedding only (the decoder's per-node V, P and C, ``3·d·D`` numbers);
+- ``"adaln"`` (the default, the best of the variants measured in ``docs/refinement.md``): the condition C and the
+  adaLN modulation layers that read it;
+- ``"decoder"``: the embedding and every weight of the decoding path (adaLN blocks, final norm and output),
+  optionally pulled towards the zero-shot values (``pull``: λ·mean((θ − θ₀)²)).
+
+Schedules (``steps``): an int runs that many Adam steps on all rows; ``"auto"`` holds out a random ``holdout``
+fraction of the rows (at least 10), runs up to ``max_steps`` steps on the others, checks the held-out loss every
+``eval_every`` steps and stops after ``patience`` checks without improvement, returning the best parameters. Each step
+uses ``batch`` random rows (all rows when there are fewer). The whole refinement is one compiled call (a
+``lax.fori_loop`` or ``lax.while_loop`` of steps inside ``jit``), compiled once per model, shapes and settings.
+
+A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cfip_jax import model as model_lib
+from cfip_jax import validation as V
+from cfip_jax.nn.decoder import Conditioning
+
+TARGETS = ("embedding", "adaln", "decoder")
+MIN_HELD_OUT, MIN_FIT_ROWS = 10, 20
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+    """How to refine (hashable: a static argument of the compiled refinement).
+
+    Attributes:
+      target: what is refined, one of :data:`TARGETS`.
+      lr: Adam's learning rate.
+      batch: rows per step (None: all).
+      pull: weight of the pull towards the zero-shot parameters (``"decoder"`` target only matters).
+      max_steps: the cap of ``"auto"``.
+      holdout: the fraction of rows ``"auto"`` holds out (at least :data:`MIN_HELD_OUT` rows).
+      eval_every: ``"auto"``: steps between checks of the held-out loss.
+      patience: ``"auto"``: checks without improvement before stopping.
+      seed: the row sampling and the hold-out split.
+    """
+
+    target: str = "adaln"
+    lr: float = 3e-3
+    batch: int | None = 64
+    pull: float = 0.0
+    max_steps: int = 200
+    holdout: float = 0.2
+    eval_every: int = 10
+    patience: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        V.check_choice(self.target, TARGETS, "refine target")
+        V.check_positive(self.lr, "refine lr")
+        if self.batch is not None:
+            V.check_int(self.batch, "refine batch", minimum=1)
+        if not (isinstance(self.pull, (int, float)) and np.isfinite(self.pull) and self.pull >= 0):
+            raise ValueError(f"refine pull must be a finite number >= 0, got {self.pull!r}")
+        V.check_int(self.max_steps, "refine max_steps", minimum=1)
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"refine holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        V.check_int(self.eval_every, "refine eval_every", minimum=1)
+        V.check_int(self.patience, "refine patience", minimum=1)
+
+
+def check_refine(refine: Any) -> int | str | None:
+    """Validate a ``refine=`` argument: None/0 (zero-shot), an int ≥ 0 (steps) or ``"auto"``; one-line errors."""
+    if refine is None or refine == "auto":
+        return refine
+    if isinstance(refine, str):
+        raise ValueError(f"refine must be None, a number of steps >= 0 or 'auto', got {refine!r}")
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)):
+        raise ValueError(f"refine must be None, a whole number of steps >= 0 or 'auto', got {refine!r}")
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0 steps, got {refine}")
+    return int(refine) or None
+
+
+def held_out_rows(n: int, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit rows, held-out rows)`` of ``"auto"`` for an ``n``-row dataset (a fixed random split)."""
+    held = max(MIN_HELD_OUT, int(round(cfg.holdout * n)))
+    if n - held < MIN_FIT_ROWS:
+        need = MIN_FIT_ROWS + max(MIN_HELD_OUT, int(np.ceil(MIN_FIT_ROWS * cfg.holdout / (1 - cfg.holdout))))
+        raise ValueError(
+            f"refine='auto' holds out {held} of the {n} rows and fits on the rest: it needs at least {need} rows "
+            f"(pass refine=<steps> to refine on every row)"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What is refined
+# ---------------------------------------------------------------------------------------------------------------
+def split(decoder_params: Any, cond: Conditioning, target: str) -> tuple[dict, dict]:
+    """``(refined, fixed)`` parts of the decoder's variables and conditioning for ``target``."""
+    params = decoder_params["params"]
+    decode_path = {k: v for k, v in params.items() if k.startswith("layers_") or k in ("norm", "out")}
+    if target == "embedding":
+        return {"cond": cond}, {"params": params}
+    if target == "adaln":
+        modulation = {k: {"modulation": v["modulation"]} for k, v in params.items() if k.startswith("layers_")}
+        return {"c": cond.c, "modulation": modulation}, {"params": params, "v": cond.v, "p": cond.p}
+    return {"cond": cond, "decode": decode_path}, {"params": params}
+
+
+def merge(refined: dict, fixed: dict, target: str) -> tuple[Any, Conditioning]:
+    """The decoder variables and conditioning from :func:`split`'s parts."""
+    params = dict(fixed["params"])
+    if target == "embedding":
+        return {"params": params}, refined["cond"]
+    if target == "adaln":
+        for k, v in refined["modulation"].items():
+            params[k] = {**params[k], "modulation": v["modulation"]}
+        return {"params": params}, Conditioning(v=fixed["v"], p=fixed["p"], c=refined["c"])
+    params.update(refined["decode"])
+    return {"params": params}, refined["cond"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The compiled refinement
+# ---------------------------------------------------------------------------------------------------------------
+def _row_rmse(decoder, decoder_params, cond, x, adj) -> jax.Array:
+    """Mean over rows of the per-row RMSE of ``x − T(x)`` (``x [m, d]``, ``adj [1, d, d]``)."""
+    pred = decoder.apply(decoder_params, x[None], cond, adj, None, method="decode")[0]
+    return jnp.mean(jnp.sqrt(jnp.mean(jnp.square(x - pred), axis=-1) + 1e-12))
+
+
+def _loss(theta, theta0, fixed, decoder, cfg: RefineConfig, x, adj):
+    params, cond = merge(theta, fixed, cfg.target)
+    loss = _row_rmse(decoder, params, cond, x, adj)
+    if cfg.pull > 0:
+        sq = jax.tree.map(lambda a, b: jnp.sum(jnp.square(a - b)), theta, theta0)
+        count = sum(a.size for a in jax.tree.leaves(theta))
+        loss = loss + cfg.pull * sum(jax.tree.leaves(sq)) / count
+    return loss
+
+
+def _adam_steps(theta, opt_state, theta0, fixed, decoder, cfg, x, adj, key, start, count):
+    """``count`` Adam steps from step ``start`` on random batches of the rows ``x [m, d]``."""
+    tx = optax.adam(cfg.lr)
+    m = x.shape[0]
+    batch = m if cfg.batch is None or cfg.batch >= m else cfg.batch
+
+    def step(i, carry):
+        theta, opt_state = carry
+        rows = jax.random.choice(jax.random.fold_in(key, start + i), m, (batch,), replace=False) if batch < m else None
+        xb = x if rows is None else x[rows]
+        grads = jax.grad(_loss)(theta, theta0, fixed, decoder, cfg, xb, adj)
+        updates, opt_state = tx.update(grads, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    return jax.lax.fori_loop(0, count, step, (theta, opt_state))
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "cfg", "steps"))
+def _refine_fixed(decoder, cfg: RefineConfig, steps: int, decoder_params, cond, x, adj):
+    theta0, fixed = split(decoder_params, cond, cfg.target)
+    opt_state = optax.adam(cfg.lr).init(theta0)
+    key = jax.random.key(cfg.seed)
+    before = _row_rmse(decoder, decoder_params, cond, x, adj)
+    theta, _ = _adam_steps(theta0, opt_state, theta0, fixed, decoder, cfg, x, adj, key, 0, steps)
+    params, new_cond = merge(theta, fixed, cfg.target)
+    after = _row_rmse(decoder, params, new_cond, x, adj)
+    return params, new_cond, jnp.asarray(steps), before, after
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "cfg"))
+def _refine_auto(decoder, cfg: RefineConfig, decoder_params, cond, x_fit, x_held, adj):
+    theta0, fixed = split(decoder_params, cond, cfg.target)
+    opt_state = optax.adam(cfg.lr).init(theta0)
+    key = jax.random.key(cfg.seed)
+    held = lambda theta: _row_rmse(decoder, *merge(theta, fixed, cfg.target), x_held, adj)  # noqa: E731
+    before = held(theta0)
+
+    def keep_going(carry):
+        step, _, _, _, _, since_best = carry
+        return (step < cfg.max_steps) & (since_best < cfg.patience)
+
+    def body(carry):
+        step, theta, opt_state, best, best_loss, since_best = carry
+        count = jnp.minimum(cfg.eval_every, cfg.max_steps - step)
+        theta, opt_state = _adam_steps(theta, opt_state, theta0, fixed, decoder, cfg, x_fit, adj, key, step, count)
+        loss = held(theta)
+        better = loss < best_loss  # False for NaN: a diverging run keeps its best (or the zero-shot) parameters
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), theta, best)
+        return (step + count, theta, opt_state, best, jnp.where(better, loss, best_loss),
+                jnp.where(better, 0, since_best + 1))  # fmt: skip
+
+    init = (jnp.asarray(0), theta0, opt_state, theta0, before, jnp.asarray(0))
+    steps, _, _, best, best_loss, _ = jax.lax.while_loop(keep_going, body, init)
+    params, new_cond = merge(best, fixed, cfg.target)
+    return params, new_cond, steps, before, best_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Refined:
+    """The outcome of :func:`refine`.
+
+    Attributes:
+      model: the model with the refined decoder variables (the encoder unchanged).
+      cond: the refined conditioning.
+      steps: optimiser steps taken (``"auto"``: up to the early stop).
+      loss_before, loss_after: the objective before and after, on the held-out rows (``"auto"``) or on the fitted
+        rows (a number of steps).
+      loss_on: ``"held-out rows"`` or ``"fitted rows"``.
+      finite: False when the refinement diverged (then ``model``/``cond`` are the zero-shot ones).
+    """
+
+    model: model_lib.TrainedModel
+    cond: Conditioning
+    steps: int
+    loss_before: float
+    loss_after: float
+    loss_on: str
+    finite: bool = True
+
+
+def refine(
+    model: model_lib.TrainedModel,
+    cond: Conditioning,
+    z: jax.Array,
+    adj: jax.Array,
+    steps: int | str,
+    cfg: RefineConfig | None = None,
+) -> Refined:
+    """Refine the conditioned decoder on one dataset's standardised rows ``z [n, d]`` (graph ``adj [1, d, d]``).
+
+    Args:
+      model: the trained model; ``cond``: its zero-shot conditioning for this dataset (``[1, 1, d, D]``).
+      z: ``[n, d]`` standardised rows (the objective's data).
+      adj: ``[1, d, d]``.
+      steps: a number of steps ≥ 1, or ``"auto"`` (see the module docstring).
+      cfg: the :class:`RefineConfig` (default ``RefineConfig()``).
+
+    Returns:
+      The :class:`Refined` model and conditioning.
+    """
+    cfg = RefineConfig() if cfg is None else cfg
+    z = jnp.asarray(z, jnp.float32)
+    if steps == "auto":
+        fit_rows, held_rows = held_out_rows(z.shape[0], cfg)
+        out = _refine_auto(model.decoder, cfg, model.decoder_params, cond, z[fit_rows], z[held_rows], adj)
+        loss_on = "held-out rows"
+    else:
+        steps = V.check_int(steps, "refine steps", minimum=1)
+        out = _refine_fixed(model.decoder, cfg, steps, model.decoder_params, cond, z, adj)
+        loss_on = "fitted rows"
+    params, new_cond, taken, before, after = jax.device_get(out)
+    finite = bool(np.isfinite(after)) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((params, new_cond)))
+    if not finite:
+        return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
+    refined = dataclasses.replace(model, decoder_params=jax.tree.map(jnp.asarray, params))
+    return Refined(refined, jax.tree.map(jnp.asarray, new_cond), int(taken), float(before), float(after), loss_on)

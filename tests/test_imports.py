@@ -1,0 +1,91 @@
+"""The package's import graph: no module reaches into another's private names, and dependencies point down
+(scm → nn → model → train / eval / api), checked on every import statement of ``cfip_jax`` (in functions too)."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cfip_jax"
+
+# module prefix -> packages it must not import (the layers above it, and its siblings where they are independent)
+FORBIDDEN = {
+    "cfip_jax.scm": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
+                     "cfip_jax.model_io", "cfip_jax.data", "cfip_jax.bench", "cfip_jax.fixed_point"),
+    "cfip_jax.nn": ("cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io",
+                    "cfip_jax.data", "cfip_jax.bench", "cfip_jax.fixed_point"),
+    "cfip_jax.fixed_point": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
+                             "cfip_jax.bench"),
+    "cfip_jax.model": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.bench"),
+    "cfip_jax.refine": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.bench"),
+    "cfip_jax.train": ("cfip_jax.eval", "cfip_jax.api", "cfip_jax.refine", "cfip_jax.bench"),
+    "cfip_jax.eval": ("cfip_jax.train", "cfip_jax.api", "cfip_jax.bench"),
+    "cfip_jax.api": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench"),
+    "cfip_jax.model_io": ("cfip_jax.train.loop", "cfip_jax.train.step", "cfip_jax.eval", "cfip_jax.api",
+                          "cfip_jax.bench"),
+    "cfip_jax.data": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
+                      "cfip_jax.bench"),
+}  # fmt: skip
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path):
+    """``(line, module, imported names, alias)`` of each import of a file (``alias``: the local name of an imported
+    module, or ``{local name: imported name}`` for a ``from`` import)."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, (), alias.asname or alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            yield node.lineno, base, tuple(a.name for a in node.names), {a.asname or a.name: a.name for a in node.names}
+
+
+def _private_attribute_uses(path: pathlib.Path, module_aliases: set[str]):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_aliases:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                yield node.lineno, f"{node.value.id}.{node.attr}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        aliases = set()
+        for line, module, names, alias in _imports(path):
+            if not module.startswith("cfip_jax"):
+                continue
+            for name in names:
+                if name.startswith("_") and not name.startswith("__"):
+                    problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}.{name}")
+            if isinstance(alias, str):
+                aliases.add(alias)
+            elif alias:  # `from cfip_jax.x import y [as z]` where y is a module: z is a module alias too
+                folder = PACKAGE.parent / module.replace(".", "/")
+                aliases.update(a for a, n in alias.items() if (folder / f"{n}.py").exists() or (folder / n).is_dir())
+        for line, use in _private_attribute_uses(path, aliases):
+            problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} uses {use}")
+    assert not problems, "\n".join(problems)
+
+
+def test_dependencies_point_down():
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        rules = [banned for prefix, banned in FORBIDDEN.items() if name == prefix or name.startswith(prefix + ".")]
+        for line, module, names, _ in _imports(path):
+            targets = [module] + [f"{module}.{n}" for n in names]
+            for banned in (b for rule in rules for b in rule):
+                if any(t == banned or t.startswith(banned + ".") for t in targets):
+                    problems.append(
+                        f"{name}:{line} imports {module} ({', '.join(names) or 'module'}): {banned} is above it"
+                    )
+    assert not problems, "\n".join(problems)

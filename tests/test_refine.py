@@ -1,0 +1,125 @@
+"""Semi-amortized refinement (cfip_jax.refine): what each target may change, the objective falls, the hold-out split."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_equal
+
+from cfip_jax import model as model_lib
+from cfip_jax import model_io
+from cfip_jax import refine as refine_lib
+from cfip_jax.nn.arch import decoder_arch, encoder_arch
+from cfip_jax.nn.decoder import CondFiPDecoder
+from cfip_jax.nn.encoder import DatasetEncoder
+
+D, N = 4, 48
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A small random-weight model, a linear-SCM dataset (a → b → c, a → d) and its zero-shot conditioning."""
+    enc_cfg = encoder_arch("small")
+    dec_cfg = decoder_arch("small", encoder_dim=enc_cfg.d_model, dropout=0.0)
+    enc, dec = DatasetEncoder(config=enc_cfg), CondFiPDecoder(config=dec_cfg)
+    adj = np.zeros((D, D), np.float32)
+    adj[0, 1] = adj[1, 2] = adj[0, 3] = 1.0
+    rng = np.random.default_rng(0)
+    x = np.zeros((N, D), np.float32)
+    x[:, 0] = rng.normal(size=N)
+    x[:, 1] = 0.8 * x[:, 0] + 0.5 * rng.normal(size=N)
+    x[:, 2] = -0.7 * x[:, 1] + 0.5 * rng.normal(size=N)
+    x[:, 3] = 0.6 * x[:, 0] + 0.5 * rng.normal(size=N)
+    z = jnp.asarray((x - x.mean(0)) / x.std(0, ddof=1))
+    adj_b = jnp.asarray(adj)[None]
+    mask = jnp.ones((1, D), bool)
+    enc_params = enc.init(jax.random.key(0), z[None], adj_b, mask)
+    encoding = enc.apply(enc_params, z[None], adj_b, mask, method="encode")
+    dec_params = dec.init(jax.random.key(1), z[None], encoding, adj_b, mask)
+    model = model_io.TrainedModel(enc, enc_params, dec, dec_params, {})
+    cond = model_lib.condition_jit(model, z[None], adj_b)
+    return model, cond, z, adj_b
+
+
+@pytest.mark.parametrize("target", refine_lib.TARGETS)
+def test_split_then_merge_is_the_identity(setup, target):
+    model, cond, _, _ = setup
+    refined, fixed = refine_lib.split(model.decoder_params, cond, target)
+    params, back = refine_lib.merge(refined, fixed, target)
+    assert_trees_equal(params, model.decoder_params)
+    assert_trees_equal(back, cond)
+
+
+@pytest.mark.parametrize("target", refine_lib.TARGETS)
+def test_refinement_lowers_the_objective_and_changes_only_its_target(setup, target):
+    model, cond, z, adj = setup
+    cfg = refine_lib.RefineConfig(target=target, lr=3e-3, batch=None)
+    out = refine_lib.refine(model, cond, z, adj, 8, cfg)
+    assert out.finite and out.steps == 8 and out.loss_on == "fitted rows"
+    assert out.loss_after < out.loss_before
+    new, old = out.model.decoder_params["params"], model.decoder_params["params"]
+    changed = {
+        path
+        for path, a, b in zip(
+            [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(new)],
+            jax.tree.leaves(new),
+            jax.tree.leaves(old),
+            strict=True,
+        )
+        if not np.array_equal(np.asarray(a), np.asarray(b))
+    }
+    cond_changed = {k for k in ("v", "p", "c") if not np.array_equal(getattr(out.cond, k), getattr(cond, k))}
+    if target == "embedding":
+        assert not changed and cond_changed == {"v", "p", "c"}
+    elif target == "adaln":
+        assert changed and all("modulation" in p for p in changed) and cond_changed == {"c"}
+    else:
+        assert any("modulation" not in p for p in changed) and cond_changed == {"v", "p", "c"}
+    assert_trees_equal(out.model.encoder_params, model.encoder_params)  # the encoder is never refined
+
+
+def test_auto_stops_early_and_never_ends_worse_than_it_started(setup):
+    model, cond, z, adj = setup
+    cfg = refine_lib.RefineConfig(lr=3e-3, max_steps=60, eval_every=5, patience=2, holdout=0.25)
+    out = refine_lib.refine(model, cond, z, adj, "auto", cfg)
+    assert out.loss_on == "held-out rows" and 0 < out.steps <= 60 and out.steps % 5 == 0
+    assert out.loss_after <= out.loss_before  # the best held-out parameters are kept (the zero-shot ones at worst)
+
+
+def test_pull_keeps_the_refined_decoder_closer_to_the_zero_shot_one(setup):
+    model, cond, z, adj = setup
+
+    def distance(pull):
+        cfg = refine_lib.RefineConfig(target="decoder", lr=3e-3, batch=None, pull=pull)
+        out = refine_lib.refine(model, cond, z, adj, 10, cfg)
+        diffs = jax.tree.map(lambda a, b: jnp.sum(jnp.square(a - b)), out.model.decoder_params, model.decoder_params)
+        return float(sum(jax.tree.leaves(diffs)))
+
+    assert distance(1e4) < distance(0.0)
+
+
+def test_held_out_rows_split_is_fixed_disjoint_and_complete():
+    cfg = refine_lib.RefineConfig(holdout=0.2, seed=3)
+    fit, held = refine_lib.held_out_rows(100, cfg)
+    assert len(held) == 20 and len(fit) == 80
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(100))
+    again = refine_lib.held_out_rows(100, cfg)
+    np.testing.assert_array_equal(again[1], held)
+    assert len(refine_lib.held_out_rows(40, cfg)[1]) == refine_lib.MIN_HELD_OUT  # at least 10 rows held out
+    with pytest.raises(ValueError, match="needs at least 30 rows"):
+        refine_lib.held_out_rows(29, cfg)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(target="everything"), "refine target"),
+        (dict(lr=0.0), "refine lr"),
+        (dict(pull=-1.0), "pull"),
+        (dict(holdout=1.0), "holdout"),
+        (dict(batch=0), "refine batch"),
+    ],
+)
+def test_bad_refine_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        refine_lib.RefineConfig(**kwargs)
