@@ -248,11 +248,13 @@ def test_generator_unwritable_output_and_no_partial_dataset(tmp_path, capsys, mo
 @pytest.mark.parametrize("d", [20, 50])
 def test_counterfactual_files_keep_non_descendants_bit_identical(d):
     """Every node the intervention cannot reach equals its factual value exactly (as in the reference's files), for
-    every graph family and both mechanism families; the intervened node holds its value; its descendants moved."""
+    every graph family with RFF mechanisms (whose large output scales made the two solves drift) and for linear ones;
+    the intervened node holds its value; its descendants moved. (One compile per prior and d: linear mechanisms on
+    one family only.)"""
     from cfip_jax.data.generate import generate_dataset
     from cfip_jax.scm.priors import GRAPH_FAMILIES
 
-    for k, (graph, func) in enumerate((g, f) for g in GRAPH_FAMILIES for f in ("linear", "rff")):
+    for k, (graph, func) in enumerate([(g, "rff") for g in GRAPH_FAMILIES] + [("er", "linear")]):
         prior = scm_prior(graph, func, "laplace" if k % 2 else "gaussian", "out" if graph in ("sbm", "ws") else "in")
         data = generate_dataset(100 + k, prior, d, n_context=8, n_query=8, interventions=3, intervention_samples=16)
         adj = data.adj != 0
