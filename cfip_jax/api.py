@@ -29,10 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cfip_jax import fixed_point, model_io
+from cfip_jax import fixed_point, model_io, scm_io
 from cfip_jax import model as model_lib
 from cfip_jax import refine as refine_lib
+from cfip_jax import structure as structure_lib
 from cfip_jax import validation as V
+from cfip_jax.nn.arch import decoder_arch
+from cfip_jax.nn.decoder import CondFiPDecoder, Conditioning
 
 NOISE_MODELS = ("gaussian", "empirical")
 
@@ -101,6 +104,16 @@ def graph_to_adjacency(graph: Any, names: Sequence[str]) -> np.ndarray:
     return V.check_dag(np.asarray(graph), "graph", d)
 
 
+def _reachable(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """``[d]`` bool: the nodes in ``start`` and every descendant of them in ``adj [d, d]``."""
+    reached = np.asarray(start, bool).copy()
+    frontier = reached.copy()
+    while frontier.any():
+        frontier = (np.asarray(adj)[frontier] != 0).any(0) & ~reached
+        reached |= frontier
+    return reached
+
+
 def _wrap(x: np.ndarray | jax.Array, names: Sequence[str], kind: str):
     if kind == "pandas":
         import pandas as pd
@@ -131,6 +144,10 @@ class InferredSCM:
       refine_loss: ``(before, after)`` the refinement objective (per-row RMSE of x − F(x), standardised) before and
         after, on ``refine_loss_on`` (``"held-out rows"`` for ``refine="auto"``, ``"fitted rows"`` for a number of
         steps); None when zero-shot (static).
+      graph_source: where the graph came from: ``"given"`` or the structure learner (``"ges"``, ``"pc"``,
+        ``"lingam"``; static).
+      decoder, decoder_params, cond: the conditioned decoder the mechanisms are made of (what :meth:`save` writes;
+        ``decoder`` static).
 
     Interventions (:meth:`intervene`, :meth:`counterfactual`): hard ones, ``do(X_i = a)`` (``values={node: a}``: the
     node's mechanism and noise are replaced by the constant), and shift ones (``shift={node: δ}``: x_i = F_i(pa_i) +
@@ -150,6 +167,10 @@ class InferredSCM:
     refined_steps: int = flax.struct.field(pytree_node=False, default=0)
     refine_loss: tuple[float, float] | None = flax.struct.field(pytree_node=False, default=None)
     refine_loss_on: str | None = flax.struct.field(pytree_node=False, default=None)
+    graph_source: str = flax.struct.field(pytree_node=False, default="given")
+    decoder: Any = flax.struct.field(pytree_node=False, default=None)
+    decoder_params: Any = None
+    cond: Any = None
 
     # -- unit conversions ------------------------------------------------------------------------------------------
     def _std(self, x) -> jax.Array:
@@ -266,15 +287,77 @@ class InferredSCM:
 
     def counterfactual(self, x, values: Mapping[Any, float] | None = None, *, shift: Mapping[Any, float] | None = None):
         """Counterfactuals of factual rows ``x`` under do(node = value, …) and/or shifts: the abducted noise of each
-        row, pushed through the intervened SCM (a shifted node's own noise is kept and moved by δ)."""
+        row, pushed through the intervened SCM (a shifted node's own noise is kept and moved by δ). Nodes that are
+        neither intervened on nor descendants of an intervened node keep their factual values exactly."""
         mask, vals, delta = self._intervention(values, shift)
         z = self._solve(fixed_point.abduct(self.mechanism_fn, self._input(x, "x")) + delta[None, :], mask, vals)
-        return _wrap(self._raw(z), self.nodes, self.kind)
+        out = self._raw(z)
+        if not isinstance(self.adj, jax.core.Tracer):  # rows of nodes the intervention cannot reach: the factual ones
+            moved = (mask if mask is not None else np.zeros(len(self.nodes), bool)) | (delta != 0)
+            factual = jnp.asarray(_to_numpy_data(x, self.nodes if hasattr(x, "columns") else None)[0], jnp.float32)
+            out = jnp.where(jnp.asarray(_reachable(np.asarray(self.adj), moved))[None, :], out, factual)
+        return _wrap(out, self.nodes, self.kind)
 
     def with_noise_model(self, noise_model: str) -> InferredSCM:
         """The same SCM with another noise model for :meth:`sample` / :meth:`intervene`."""
         V.check_choice(noise_model, NOISE_MODELS, "noise model")
         return self.replace(noise_model=noise_model)
+
+    @property
+    def graph(self) -> list[tuple[str, str]]:
+        """The graph as ``(parent, child)`` name pairs."""
+        adj = np.asarray(self.adj)
+        return [(self.nodes[i], self.nodes[j]) for i, j in zip(*np.nonzero(adj), strict=True)]
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, summary: dict | None = None) -> str:
+        """Write this SCM to the directory ``path`` (``scm.json`` + ``arrays.npz``, no pickle; see
+        :mod:`cfip_jax.scm_io`): the conditioned decoder, graph, units and abducted noise, and ``summary`` (any
+        JSON-able dict) as ``summary.json``. Written whole or not at all; an existing saved SCM there is replaced.
+        Returns the directory."""
+        if self.decoder is None:
+            raise ValueError("this SCM holds no decoder to save (make it with CondFiP.fit)")
+        arrays = dict(adj=self.adj, mean=self.mean, std=self.std, noise_data=self.noise_data,
+                      **{f"cond/{k}": getattr(self.cond, k) for k in ("v", "p", "c")},
+                      **scm_io.flatten("decoder", self.decoder_params))  # fmt: skip
+        meta = dict(
+            nodes=list(self.nodes),
+            kind=self.kind,
+            noise_model=self.noise_model,
+            refined_steps=self.refined_steps,
+            refine_loss=None if self.refine_loss is None else list(self.refine_loss),
+            refine_loss_on=self.refine_loss_on,
+            graph_source=self.graph_source,
+            decoder=self.decoder.config.to_dict(),
+        )
+        return str(scm_io.write(path, meta, {k: np.asarray(v) for k, v in arrays.items()}, summary))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> InferredSCM:
+        """Read an SCM written by :meth:`save` (one ``ValueError`` if the directory is incomplete, not a saved SCM,
+        or from another format version)."""
+        meta, arrays = scm_io.read(path)
+        try:
+            decoder = CondFiPDecoder(config=decoder_arch("reference", **meta["decoder"]))
+            nodes = tuple(str(v) for v in meta["nodes"])
+            cond = Conditioning(**{k: jnp.asarray(arrays[f"cond/{k}"]) for k in ("v", "p", "c")})
+            params = scm_io.unflatten("decoder", arrays)
+            adj = V.check_dag(arrays["adj"], "saved graph", len(nodes))
+            fields = dict(noise_model=V.check_choice(meta["noise_model"], NOISE_MODELS, "noise model"),
+                          kind=V.check_choice(meta["kind"], ("numpy", "pandas", "jax"), "kind"),
+                          refined_steps=int(meta["refined_steps"]), refine_loss_on=meta["refine_loss_on"],
+                          refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
+                          graph_source=str(meta["graph_source"]))  # fmt: skip
+            mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}: incomplete saved SCM ({err!s} missing or malformed)") from None
+        if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
+            raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
+        adj_b = jnp.asarray(adj)[None]
+        mech, at = model_lib.decoder_mechanisms(decoder, params, cond, adj_b)
+        return cls(mechanism_fn=mech, mechanism_at=at, adj=jnp.asarray(adj), mean=jnp.asarray(mean),
+                   std=jnp.asarray(std), noise_data=jnp.asarray(noise), nodes=nodes, decoder=decoder,
+                   decoder_params=params, cond=cond, **fields)  # fmt: skip
 
 
 class CondFiP:
@@ -327,6 +410,7 @@ class CondFiP:
         data: Any,
         graph: Any,
         *,
+        structure: str | None = None,
         nodes: Sequence[str] | None = None,
         noise_model: str = "gaussian",
         max_context: int | str | None = "trained",
@@ -346,7 +430,10 @@ class CondFiP:
         Args:
           data: ``[n, d]`` samples: NumPy array, pandas DataFrame (its columns name the nodes) or JAX array.
           graph: adjacency ``[d, d]`` (``adj[i, j] = 1`` ⇔ ``i -> j``), ``networkx.DiGraph`` or ``(parent, child)``
-            pairs.
+            pairs; or None to learn one from the data with ``structure``.
+          structure: with ``graph=None``, the structure learner: ``"ges"``, ``"pc"`` (causal-learn; a CPDAG turned
+            into one of its DAGs) or ``"lingam"`` (DirectLiNGAM); see :mod:`cfip_jax.structure`. The learner sees every
+            row. ``InferredSCM.graph_source`` records which.
           nodes: node names (default: DataFrame columns or ``0..d-1``).
           noise_model: ``"gaussian"`` or ``"empirical"`` (see :class:`InferredSCM`).
           max_context: ``"trained"``, an int ≥ 2 or None (all rows); see :meth:`context_rows`.
@@ -361,12 +448,22 @@ class CondFiP:
         """
         V.check_choice(noise_model, NOISE_MODELS, "noise model")
         refine = refine_lib.check_refine(refine)
+        if graph is None and structure is None:
+            learners = ", ".join(structure_lib.LEARNERS)
+            raise ValueError(f"graph=None needs a structure learner: structure= one of {learners}")
+        if graph is not None and structure is not None:
+            raise ValueError("give either a graph or structure= (a learner for graph=None), not both")
+        if structure is not None:
+            structure_lib.check_learner(structure)
         arr, names, kind = _to_numpy_data(data, nodes)
         std = arr.std(axis=0, ddof=1)
         constant = [names[j] for j in np.flatnonzero(std == 0)]
         if constant:
             raise ValueError(f"constant column(s): {', '.join(constant)}")
-        adj = graph_to_adjacency(graph, names)
+        if graph is None:
+            adj, _ = structure_lib.discover(arr, structure)
+        else:
+            adj = graph_to_adjacency(graph, names)
         mean = arr.mean(axis=0)
         z = jnp.asarray((arr - mean) / std, jnp.float32)
         adj_b = jnp.asarray(adj)[None]
@@ -385,9 +482,10 @@ class CondFiP:
                             refine_loss_on=out.loss_on)  # fmt: skip
             else:
                 warnings.warn("the refinement's loss became non-finite; returning the zero-shot SCM", stacklevel=2)
+        mech, at = model_lib.decoder_mechanisms(model.decoder, model.decoder_params, cond, adj_b)
         return InferredSCM(
-            mechanism_fn=model_lib.mechanism(model, cond, adj_b, single=True),
-            mechanism_at=model_lib.node_mechanism(model, cond, adj_b, single=True),
+            mechanism_fn=mech,
+            mechanism_at=at,
             adj=jnp.asarray(adj),
             mean=jnp.asarray(mean, jnp.float32),
             std=jnp.asarray(std, jnp.float32),
@@ -395,5 +493,9 @@ class CondFiP:
             nodes=names,
             kind=kind,
             noise_model=noise_model,
+            graph_source="given" if graph is not None else structure,
+            decoder=model.decoder,
+            decoder_params=model.decoder_params,
+            cond=cond,
             **made,
         )

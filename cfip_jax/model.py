@@ -159,6 +159,14 @@ def node_mechanism(
     return Partial(_single, inner) if single else inner
 
 
+def decoder_mechanisms(decoder: CondFiPDecoder, decoder_params: Any, cond: Conditioning, adj: jax.Array):
+    """``(mechanism, node mechanism)`` of one conditioned dataset from the decoder alone (``single=True`` forms of
+    :func:`mechanism` and :func:`node_mechanism`; no encoder needed, e.g. for a saved SCM). ``adj [1, N, N]``."""
+    inner = decoder_mechanism(decoder, decoder_params, cond, adj, None)
+    at = decoder_node_mechanism(decoder, decoder_params, cond, adj, None)
+    return Partial(_single, inner), Partial(_single, at)
+
+
 def condition_and_abduct(
     model: TrainedModel, context: jax.Array, z: jax.Array, adj: jax.Array
 ) -> tuple[Conditioning, jax.Array]:

@@ -40,7 +40,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         "--config.encoder.optim.lr=0.002", "--config.decoder.optim.lr=0.004"]),
     "share50": ("half of the budget to stage 1", ["--config.encoder_share=0.5"]),
 }  # fmt: skip
-COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=400",
+COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=100",
           "--config.checkpoint_every=500", "--config.log_every=50"]  # fmt: skip
 
 

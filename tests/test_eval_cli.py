@@ -101,3 +101,29 @@ def test_eval_cli_refuses_bad_refine_flags(tmp_path, capsys, flags, message):
         cli.main(["--real", "sachs", "--methods", "cond-fip-refined", *flags, "--out", str(tmp_path)])
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_eval_cli_with_learned_graphs(tmp_path, shared_dir, capsys):
+    from cfip_jax import structure
+    from cfip_jax.data import io
+
+    data = tmp_path / "data"
+    rel = "er_linear_gaussian_in/total_nodes_5/seed_901"
+    shutil.copytree(shared_dir / "data" / "reference-sample" / rel, data / rel)
+    cli = _load(ROOT / "eval.py", "cfip_eval_cli")
+    out = tmp_path / "out"
+    records = cli.main(["--data-dir", str(data), "--methods", "linear", "--graph", "pc", "--out", str(out)])
+    scored = [r for r in records if "rmse" in r]
+    assert {r["method"] for r in scored} == {"linear@pc"} and len(scored) == 4
+    dataset = io.load_dataset(data / rel)
+    learned, _ = structure.discover(dataset.train_x, "pc")
+    assert {r["shd"] for r in scored} == {structure.shd(learned, dataset.adj)}
+    assert all(r["edges"] == int(learned.sum()) and r["graph_used"] == "pc" for r in scored)
+    assert "| pc | 5 | 1 |" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["--real", "sachs", "--methods", "linear", "--graph", "pc", "--out", str(out)])
+    assert "not --real" in capsys.readouterr().err
+    if importlib.util.find_spec("lingam") is None:
+        with pytest.raises(SystemExit):
+            cli.main(["--data-dir", str(data), "--methods", "linear", "--graph", "lingam", "--out", str(out)])
+        assert "pip install lingam" in capsys.readouterr().err

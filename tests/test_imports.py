@@ -23,6 +23,12 @@ FORBIDDEN = {
                           "cfip_jax.bench"),
     "cfip_jax.data": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
                       "cfip_jax.bench"),
+    "cfip_jax.structure": ("cfip_jax.scm", "cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval",
+                           "cfip_jax.api", "cfip_jax.bench", "cfip_jax.fixed_point", "cfip_jax.data"),
+    "cfip_jax.scm_io": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
+                        "cfip_jax.bench"),
+    "cfip_jax.cli": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench"),
+    "cfip_jax.integrations": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench", "cfip_jax.cli"),
 }  # fmt: skip
 
 

@@ -6,7 +6,9 @@ three ways: with ``fit``'s default (the encoder reads the model's training conte
 model; the noise is abducted from all 400), with ``max_context=None`` (all 400 rows encoded, the paper's evaluation
 protocol) and with ``refine="auto"`` (semi-amortized: early-stopped gradient steps on the data; the steps it took are
 printed). When DoWhy-GCM is importable, its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` +
-``gcm.fit``) is printed too. Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
+``gcm.fit``) is printed too, beside the DoWhy bridge's (:func:`cfip_jax.integrations.dowhy.fit_gcm`: Cond-FiP's
+mechanisms assigned to a ``gcm`` model, zero-shot and refined, after compilation).
+ Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
 resident set size (``ru_maxrss``) after it. Ends with one JSON line.
 """
 
@@ -43,6 +45,22 @@ def _dowhy_fit_seconds(x: np.ndarray, adj: np.ndarray) -> float | None:
     start = time.perf_counter()
     dowhy_gcm.fit_dowhy(x, adj)
     return time.perf_counter() - start
+
+
+def _bridge_seconds(model: CondFiP, x: np.ndarray, adj: np.ndarray, refine, reps: int) -> float:
+    """Median seconds of ``fit_gcm`` on a fresh ``gcm`` model of the graph (after one untimed call)."""
+    import networkx as nx
+    import pandas as pd
+    from dowhy import gcm
+
+    from cfip_jax.integrations.dowhy import fit_gcm
+
+    gcm.config.disable_progress_bars()
+    frame = pd.DataFrame(x, columns=[f"x{j}" for j in range(x.shape[1])])
+    graph = nx.relabel_nodes(nx.from_numpy_array(adj, create_using=nx.DiGraph), lambda j: f"x{j}")
+    graph.add_nodes_from(frame.columns)
+    return _median_time(lambda: fit_gcm(gcm.InvertibleStructuralCausalModel(graph), frame, model=model,
+                                        refine=refine), reps)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,6 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
         if dowhy is not None:
             out[f"dowhy_fit_d{d}_s"] = round(dowhy, 3)
             print(f"d = {d}: DoWhy-GCM assign + fit {dowhy:.3f} s", flush=True)
+            for label, refine in (("", None), ("_refine_auto", "auto")):
+                key = f"bridge_fit_gcm{label}_d{d}_s"
+                out[key] = round(_bridge_seconds(model, x, adj, refine, args.refine_reps), 3)
+                print(f"d = {d}: DoWhy bridge fit_gcm(refine={refine!r}) {out[key]:.3f} s", flush=True)
     if args.memory_rows:
         out["refine_d100_peak_rss_gb"] = _refine_memory(model, args.memory_rows)
         print(f"d = 100, n = {args.memory_rows}: refinement peak RSS {out['refine_d100_peak_rss_gb']:.2f} GB")

@@ -9,6 +9,7 @@ import json
 import sys
 
 from cfip_jax import refine as refine_lib
+from cfip_jax import structure
 from cfip_jax.eval import fip, runner, tasks
 
 METHODS = ("cond-fip", "cond-fip-refined", *runner.BASELINES)
@@ -67,6 +68,13 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="results.json (or results.partial.json) files of earlier runs: reported with this one; what they "
         "already score is not evaluated again",
+    )
+    p.add_argument(
+        "--graph",
+        default="true",
+        choices=runner.GRAPHS,
+        help="the graph the methods get: the true one (default) or one learned from each context (methods are then "
+        "reported as METHOD@LEARNER, with the structural Hamming distance)",
     )
     p.add_argument("--n-context", type=_ints, default=None, help="context sizes, e.g. 50,100,400 (default: all rows)")
     p.add_argument("--out", required=True, help="output directory")
@@ -150,6 +158,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         p.error("--per-graph must be >= 1")
     if args.interventions is not None and args.interventions < 0:
         p.error("--interventions must be >= 0")
+    if args.graph != "true":
+        if args.real:
+            p.error("--graph with a learner applies to --suite and --data-dir, not --real")
+        try:
+            structure.check_learner(args.graph)
+        except ValueError as err:
+            p.error(f"--graph: {err}")
     methods = build_methods(p, args, names)
     records = runner.run(
         include=include,
@@ -162,6 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         n_contexts=args.n_context or [None],
         interventions=args.interventions,
         per_graph=args.per_graph,
+        graph=args.graph,
     )
     skipped = [r for r in records if "error" in r]
     print(f"{len(records)} records ({len(skipped)} skipped datasets) written to {args.out}", file=sys.stderr)

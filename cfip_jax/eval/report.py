@@ -78,6 +78,7 @@ def summary_markdown(records: Sequence[dict], method_order: Sequence[str] = ()) 
                         lines.append(f"| {method} | {d} | " + " | ".join(vals) + " |")
             lines.append("")
     lines += _timing_table(records, method_order)
+    lines += _structure_table(records)
     mmd = [r for r in records if "mmd" in r]
     if mmd:
         lines += ["### Real data (MMD, lower is better)", "", "| Dataset | Method | Task | MMD |", "|---|---|---|---|"]
@@ -104,6 +105,27 @@ def _timing_table(records: Sequence[dict], method_order: Sequence[str]) -> list[
     for method in _methods_in_order([{"method": m} for m, _ in times], method_order):
         cells = [f"{sum(v) / len(v):.2f}" if (v := times.get((method, d))) else "–" for d in ds]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _structure_table(records: Sequence[dict]) -> list[str]:
+    """Learned graphs (``eval.py --graph LEARNER``): mean SHD to the true graph, edges learned and true, learner
+    seconds, per learner × d, over datasets (one record per dataset and context size)."""
+    seen: dict[tuple, dict] = {}
+    for rec in records:
+        if "shd" in rec and rec.get("task") == "noise":
+            seen.setdefault((rec["graph_used"], rec["d"], rec["dataset"], rec["n_context"]), rec)
+    if not seen:
+        return []
+    groups: dict[tuple, list[dict]] = collections.defaultdict(list)
+    for (learner, d, _, _), rec in seen.items():
+        groups[(learner, d)].append(rec)
+    lines = ["### Learned graphs (structural Hamming distance to the true graph, mean over datasets)", ""]
+    lines += ["| Learner | d | datasets | SHD | edges learned | true edges | seconds |", "|" + "---|" * 7]
+    for (learner, d), recs in sorted(groups.items()):
+        m = {k: sum(r[k] for r in recs) / len(recs) for k in ("shd", "edges", "true_edges", "structure_seconds")}
+        lines.append(f"| {learner} | {d} | {len(recs)} | {m['shd']:.1f} | {m['edges']:.1f} | {m['true_edges']:.1f} | "
+                     f"{m['structure_seconds']:.2f} |")  # fmt: skip
     return lines + [""]
 
 

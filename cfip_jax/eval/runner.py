@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from cfip_jax import fixed_point
+from cfip_jax import fixed_point, structure
 from cfip_jax.data import io, real
 from cfip_jax.data.generate import generate_dataset
 from cfip_jax.eval import dowhy_gcm, report, tasks
@@ -27,6 +27,7 @@ from cfip_jax.eval.metrics import mmd
 from cfip_jax.scm.priors import scm_prior
 
 SUITES = ("paper",)
+GRAPHS = ("true", *structure.LEARNERS)  # the graph each method is given: the true one or a learned one
 REAL = ("sachs", "ecoli")
 BASELINES = {"linear": tasks.LINEAR, "kernel-ridge": tasks.KERNEL_RIDGE, "fip": tasks.FIP, "dowhy": tasks.DOWHY}
 OPTIONAL = {"dowhy": (dowhy_gcm.available, dowhy_gcm.INSTALL_HINT)}  # baseline → (installed?, how to install)
@@ -135,6 +136,7 @@ def evaluate_items(
     total: int | None = None,
     progress: pathlib.Path | None = None,
     done: Sequence[dict] = (),
+    graph: str = "true",
 ) -> list[dict]:
     """Evaluate every method on every item and context size; a progress bar over datasets.
 
@@ -144,6 +146,10 @@ def evaluate_items(
       progress: a JSON file rewritten (atomically) after each dataset with ``done`` and the new records so far, so
         that an interrupted run can be reported or resumed (``eval.py --include``).
       done: records of earlier runs; a (dataset, method, context size) they already score is not evaluated again.
+      graph: ``"true"`` (each method gets the dataset's graph) or a structure learner (:data:`structure.LEARNERS`):
+        the graph is learned once per dataset and context from the context rows and given to every method, whose
+        records are then named ``"{method}@{learner}"`` and carry ``shd`` (to the true graph), ``edges`` and
+        ``structure_seconds`` (the learner's time, also added to ``seconds``).
 
     Returns:
       The new records.
@@ -169,11 +175,24 @@ def evaluate_items(
             if n_ctx is not None and n_ctx > rows:
                 records.append(dict(dataset=item.name, error=f"n_context {n_ctx} > context rows", **item.meta))
                 continue
-            for method in methods:
-                if (item.name, method.name, rows if n_ctx is None else n_ctx) in finished:
+            suffix, adj, extra = "", None, {}
+            if graph != "true":
+                suffix = f"@{graph}"
+                if all((item.name, m.name + suffix, rows if n_ctx is None else n_ctx) in finished for m in methods):
                     continue
-                for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx):
-                    records.append(dict(dataset=item.name, **rec, **item.meta))
+                x_ctx = item.data.train_x if n_ctx is None else item.data.train_x[:n_ctx]
+                start = time.perf_counter()
+                adj, _ = structure.discover(x_ctx, graph)
+                spent = time.perf_counter() - start
+                extra = dict(graph_used=graph, shd=structure.shd(adj, item.data.adj), edges=int(adj.sum()),
+                             true_edges=int(np.asarray(item.data.adj).sum()), structure_seconds=spent)  # fmt: skip
+            for method in methods:
+                if (item.name, method.name + suffix, rows if n_ctx is None else n_ctx) in finished:
+                    continue
+                for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx, adj=adj):
+                    if suffix:
+                        rec = {**rec, "method": rec["method"] + suffix, "seconds": rec["seconds"] + spent}
+                    records.append(dict(dataset=item.name, **rec, **extra, **item.meta))
     save()
     return records
 
@@ -252,11 +271,13 @@ def run(
     interventions: int | None = None,
     per_graph: int = 3,
     include: Sequence[dict] = (),
+    graph: str = "true",
 ) -> list[dict]:
     """Evaluate ``methods`` on the chosen data and write the reports into ``out``; returns the records.
 
     ``include``: records of earlier runs (e.g. baselines evaluated once on the same suite, or an interrupted run's
     ``results.partial.json``) reported together with this run's; what they already score is not evaluated again.
+    ``graph``: the true graph or a structure learner's (see :func:`evaluate_items`).
     """
     out = pathlib.Path(out)
     records: list[dict] = list(include)
@@ -270,7 +291,7 @@ def run(
         items += list(suite_items(suite_d, n_context=n_ctx, interventions=interventions, per_graph=per_graph))
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "results.partial.json"
-    records += evaluate_items(items, methods, n_contexts, total=len(items), progress=partial, done=include)
+    records += evaluate_items(items, methods, n_contexts, total=len(items), progress=partial, done=include, graph=graph)
     for name in real_names:
         scored = {r.get("method") for r in include if r.get("dataset") == name and "mmd" in r}
         records += evaluate_real(name, [m for m in methods if m.name not in scored])

@@ -198,6 +198,7 @@ def evaluate_dataset(
     n_context: int | None = None,
     tasks: tuple[str, ...] = TASKS,
     iterations: int | str | None = "depth",
+    adj: np.ndarray | None = None,
 ) -> list[dict]:
     """Fit ``method`` on one dataset's context, then run ``tasks``.
 
@@ -209,6 +210,8 @@ def evaluate_dataset(
       tasks: a subset of :data:`TASKS`.
       iterations: fixed-point steps (``"depth"``: longest path + 1, exact for every method here since each T respects
         the graph).
+      adj: the graph ``[d, d]`` the method is fitted on and solved with (default the dataset's true graph; e.g. a
+        learned one, :mod:`cfip_jax.structure`).
 
     Returns:
       One record per task: ``{"method", "task", "n_context", "rmse", "seconds"}`` (``seconds``: fitting plus the
@@ -218,7 +221,7 @@ def evaluate_dataset(
     if x_ctx.shape[0] < 2:
         raise ValueError(f"the context needs at least 2 rows, got {x_ctx.shape[0]}")
     scale = Standardizer.fit(x_ctx)
-    adj = data.adj.astype(np.float32)
+    adj = (data.adj if adj is None else np.asarray(adj)).astype(np.float32)
     mech, fit_seconds = _timed(method.fit, scale.x(x_ctx), adj)
     fitted = Fitted(mech, data, scale, adj, iterations)
     records = []
