@@ -21,6 +21,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 try:
@@ -37,8 +38,9 @@ __all__ = ["CondFiPPrediction", "fit_gcm", "to_gcm"]
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _node_values(mechanism: Any, z: jax.Array, node: int) -> jax.Array:
-    return mechanism(z)[:, node]
+def _node_values(mechanism_at: Any, z: jax.Array, node: int) -> jax.Array:
+    """``F(z)[:, node]`` (``z [n, d]``): the decoder's queries for that node only."""
+    return mechanism_at(z, jnp.asarray([node]))[:, 0]
 
 
 class CondFiPPrediction(PredictionModel):
@@ -70,7 +72,7 @@ class CondFiPPrediction(PredictionModel):
         rows = max(64, 1 << max(n - 1, 0).bit_length())  # DoWhy asks for many row counts: compile once per power of 2
         z = np.zeros((rows, len(self.scm.nodes)), np.float32)  # non-parents do not enter F_node: any value will do
         z[:n, self.parents] = (x - mean[self.parents]) / std[self.parents]
-        out = np.asarray(_node_values(self.scm.mechanism_fn, z, self.node), np.float64)[:n]
+        out = np.asarray(_node_values(self.scm.mechanism_at, z, self.node), np.float64)[:n]
         return (out * std[self.node] + mean[self.node])[:, None]
 
     def clone(self) -> CondFiPPrediction:
