@@ -6,6 +6,7 @@ other work still get equal compute) and validated as it goes on the fixed 96-dat
 (``eval.fixed=True``, :mod:`cfip_jax.train.validation_set`). Runs go two at a time, each on its own core (``taskset``).
 
     python scripts/training_study.py run --out study [--seconds 3000] [--only base,wide]
+    python scripts/training_study.py score --out study     # fixed-set scores with standard errors (NAME/fixed.json)
     python scripts/training_study.py report --out study --doc docs/training_study.md
 
 ``run`` skips recipes whose workdir already holds a finished decoder stage (a rerun resumes the others); ``report``
@@ -101,21 +102,90 @@ def _curves(workdir: str) -> dict[str, list[dict]]:
     return {s: [r for r in rows if r.get("stage") == s and "val_rmse" in r] for s in ("encoder", "decoder")}
 
 
+def _last(rows: list[dict], key: str):
+    return rows[-1].get(key) if rows else None
+
+
+def _batch(name: str) -> int:
+    flags = dict(f.split("=", 1) for f in RECIPES[name][1])
+    return int(flags.get("--config.data.batch_size", 4))
+
+
+def score(args) -> None:
+    """Score every finished recipe on the fixed validation set (means with standard errors) into ``NAME/fixed.json``."""
+    for name in RECIPES:
+        workdir = os.path.join(args.out, name)
+        target = os.path.join(workdir, "fixed.json")
+        if _finished(workdir) and not os.path.exists(target):
+            print(f"{time.strftime('%H:%M:%S')} scoring {name}", flush=True)
+            subprocess.run([sys.executable, "-m", "cfip_jax.train.validation_set", workdir, "--json", target],
+                           cwd=REPO, check=True)  # fmt: skip
+
+
 def report(args) -> None:
-    """Curves and tables into ``args.doc``'s folder (see the module docstring)."""
-    raise SystemExit("report: written when the study's runs are done")
+    """Curves (``DOC_DIR/training_study/curves.png``) and the table (``…/table.md``) of every recipe with a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in RECIPES if os.path.exists(os.path.join(args.out, n, "metrics.jsonl"))]
+    folder = os.path.join(os.path.dirname(os.path.abspath(args.doc)), "training_study")
+    os.makedirs(folder, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    lines = ["| recipe | what | stage 1 steps (datasets) | stage 1 val | stage 2 steps (datasets) | stage 2 val: LIN | "
+             "RFF | all |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in names:
+        workdir = os.path.join(args.out, name)
+        curves = _curves(workdir)
+        enc, dec = curves["encoder"], curves["decoder"]
+        enc_minutes = (_last(enc, "elapsed_s") or 0.0) / 60
+        axes[0].plot([r["elapsed_s"] / 60 for r in enc], [r["val_rmse"] for r in enc], "o-", label=name)
+        for ax, key in ((axes[1], "val_rmse_linear"), (axes[2], "val_rmse_rff")):
+            ax.plot([enc_minutes + r["elapsed_s"] / 60 for r in dec], [r[key] for r in dec], "o-", label=name)
+        fixed = {}
+        if os.path.exists(os.path.join(workdir, "fixed.json")):
+            with open(os.path.join(workdir, "fixed.json")) as f:
+                fixed = json.load(f)
+
+        def cell(stage: str, family: str, rows: list[dict], key: str, fixed=fixed) -> str:
+            entry = fixed.get(stage, {}).get(family)
+            if entry:
+                return f"{entry['mean']:.3f} ± {entry['se']:.3f}"
+            value = _last(rows, key)
+            return "–" if value is None else f"{value:.3f}"
+
+        batch = _batch(name)
+        steps = [(_last(enc, "step") or 0), (_last(dec, "step") or 0)]
+        lines.append(f"| {name} | {RECIPES[name][0]} | {steps[0]:,} ({steps[0] * batch:,}) | "
+                     f"{cell('encoder', 'all', enc, 'val_rmse')} | {steps[1]:,} ({steps[1] * batch:,}) | "
+                     f"{cell('decoder', 'linear', dec, 'val_rmse_linear')} | "
+                     f"{cell('decoder', 'rff', dec, 'val_rmse_rff')} | "
+                     f"{cell('decoder', 'all', dec, 'val_rmse')} |")  # fmt: skip
+    titles = ("stage 1: noise RMSE (fixed set)", "stage 2: mechanism RMSE, LIN", "stage 2: mechanism RMSE, RFF")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("CPU minutes (process time, both stages)" if ax is not axes[0] else "CPU minutes (stage 1)")
+        ax.set_ylabel("validation RMSE")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "curves.png"), dpi=110)
+    with open(os.path.join(folder, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("run", "report"))
+    p.add_argument("command", choices=("run", "score", "report"))
     p.add_argument("--out", default="study")
     p.add_argument("--seconds", type=float, default=3000.0, help="CPU seconds per recipe (both stages)")
     p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each")
     p.add_argument("--only", help="comma-separated recipe names")
     p.add_argument("--doc", default="docs/training_study.md")
     args = p.parse_args()
-    run(args) if args.command == "run" else report(args)
+    {"run": run, "score": score, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,13 @@ def test_module_entry_point_and_argument_errors():
     assert ok.returncode == 0 and "fit" in ok.stdout and "counterfactual" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "cfip_jax", "fit", "x.csv"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--graph" in bad.stderr and "--out" in bad.stderr
+
+
+def test_fit_without_a_graph_learns_one(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=600), rng.normal(size=600)
+    data = _write(tmp_path / "c.csv", ["x", "y", "z"], np.stack([x, y, x + y + 0.5 * rng.normal(size=600)], 1))
+    assert cli.main(["fit", data, "--graph", "none", "--structure", "pc", "--out", str(tmp_path / "scm")]) == 0
+    summary = json.loads((tmp_path / "scm/summary.json").read_text())
+    assert summary["graph_source"] == "pc" and summary["edges"] == 2
+    assert {r["node"]: r["parents"] for r in summary["nodes"]}["z"] == ["x", "y"]
