@@ -152,6 +152,7 @@ def plot_rmse_vs_d(records: Sequence[dict], out: pathlib.Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = aggregate(records)
     paths = []
@@ -172,6 +173,9 @@ def plot_rmse_vs_d(records: Sequence[dict], out: pathlib.Path) -> list[str]:
             ax.set_title(cat)
             ax.set_xlabel("d")
             ax.set_xscale("log")
+            ticks = sorted({r["d"] for r in table if r["category"] == cat})
+            ax.set_xticks(ticks, [str(d) for d in ticks])  # ticks at the d values, not at log-scale powers
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_ylabel("RMSE")
         axes[0][-1].legend(fontsize=8)
         fig.suptitle(TASK_TITLES[task])
