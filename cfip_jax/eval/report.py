@@ -14,6 +14,7 @@ import json
 import pathlib
 from collections.abc import Iterable, Sequence
 
+from cfip_jax.eval import paper
 from cfip_jax.eval.metrics import mean_se
 
 CATEGORIES = (
@@ -147,7 +148,8 @@ def write_reports(records: Sequence[dict], out: str | pathlib.Path, method_order
 
 
 def plot_rmse_vs_d(records: Sequence[dict], out: pathlib.Path) -> list[str]:
-    """One PNG per task: RMSE against d, a line per method and category (mean ± s.e.)."""
+    """One PNG per task: RMSE against d, a line per method and category (mean ± s.e.), and the paper's Cond-FiP as a
+    dashed reference line (:mod:`cfip_jax.eval.paper`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,6 +172,9 @@ def plot_rmse_vs_d(records: Sequence[dict], out: pathlib.Path) -> list[str]:
                 if pts:
                     ds, means, ses = zip(*pts, strict=True)
                     ax.errorbar(ds, means, yerr=ses, marker="o", capsize=3, label=method)
+            ref = [(d, v) for d in sorted({r["d"] for r in table}) if (v := paper.cond_fip(task, cat, d)) is not None]
+            if ref:
+                ax.plot(*zip(*ref, strict=True), "k--", linewidth=1, alpha=0.6, label="Cond-FiP (paper)")
             ax.set_title(cat)
             ax.set_xlabel("d")
             ax.set_xscale("log")
