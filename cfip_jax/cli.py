@@ -192,12 +192,9 @@ def cmd_fit(args) -> None:
     rng = np.random.default_rng(args.seed)
     held = np.sort(rng.choice(x.shape[0], size=int(round(holdout * x.shape[0])), replace=False))
     fit_rows = np.setdiff1d(np.arange(x.shape[0]), held)
-    out = pathlib.Path(args.out)
-    if out.exists() and (not out.is_dir() or any(p.name not in ("scm.json", "arrays.npz", "summary.json")
-                                                 for p in out.iterdir())):  # fmt: skip
-        raise InputError(f"--out {out} exists and is not a saved SCM; choose another directory")
+    from cfip_jax import api, scm_io  # nothing is traced before the input is known to be good
 
-    from cfip_jax import api  # JAX is imported only once the input is known to be good
+    out = scm_io.check_target(args.out)  # before the fit, not after it
 
     model = api.CondFiP.pretrained() if args.model is None else api.CondFiP.load(args.model)
     start = time.perf_counter()

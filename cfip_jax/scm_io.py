@@ -47,11 +47,9 @@ def unflatten(prefix: str, arrays: dict[str, np.ndarray]) -> dict:
     return traverse_util.unflatten_dict(sub, sep="/")
 
 
-def write(
-    path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray], summary: dict | None = None
-) -> pathlib.Path:
-    """Write ``meta`` and ``arrays`` (and ``summary`` as ``summary.json``) as a saved SCM at ``path`` (see the module
-    docstring); returns the directory."""
+def check_target(path: str | os.PathLike) -> pathlib.Path:
+    """``path`` if a saved SCM may be written there: absent, empty, or an earlier saved SCM (one ``ValueError``
+    otherwise). :func:`write` checks it; callers with costly work before writing can check first."""
     out = pathlib.Path(path)
     if out.exists():
         if not out.is_dir():
@@ -59,6 +57,15 @@ def write(
         extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + OPTIONAL)
         if extra:
             raise ValueError(f"{out} is not empty and not a saved SCM (holds {', '.join(extra[:3])}); choose another")
+    return out
+
+
+def write(
+    path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray], summary: dict | None = None
+) -> pathlib.Path:
+    """Write ``meta`` and ``arrays`` (and ``summary`` as ``summary.json``) as a saved SCM at ``path`` (see the module
+    docstring); returns the directory."""
+    out = check_target(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
