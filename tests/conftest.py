@@ -1,6 +1,11 @@
 """Test configuration, before any JAX operation runs: 4 emulated CPU devices, strict rank promotion (a broadcasting
-slip fails), and a persistent compilation cache shared by the tests and the processes they start (the SCM sampler
-takes seconds to compile)."""
+slip fails), and a persistent compilation cache for the processes the tests start (the SCM sampler takes seconds to
+compile, and each subprocess would compile it again).
+
+The test process itself only reads that cache, never writes it: with jaxlib 0.10.2, serialising an executable for
+the cache (``LoadedExecutable.serialize``) segfaulted in this process after a few hundred tests, on a cold cache, in
+the same test each time (``test_structure.py``'s first ``fit`` after a PC run); the subprocesses write their own
+entries."""
 
 import os
 import tempfile
@@ -16,6 +21,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))  # read-only here: see above
 
 import pathlib  # noqa: E402
 

@@ -1,0 +1,84 @@
+"""Cell-by-cell comparison of evaluation results: two models, or a model against the baselines.
+
+Each column is ``RESULTS.json:METHOD[@N_CONTEXT][=LABEL]`` (the records of ``eval.py``); a cell is (task, d,
+LIN/RFF × IN/OUT) at one context size (``--n-context``, or the column's own ``@N``), its value the mean RMSE over the
+cell's datasets. Prints every cell that all columns score, with the paper's Cond-FiP beside it, then per column: the
+mean over those cells, and in how many cells it is at or below the first column (``--ref`` names another) and the
+paper; then the real-data MMDs (``mmd-generated``) where present.
+
+    python scripts/compare_cells.py docs/eval_paper/results.json:cond-fip=old  NEW/results.json:cond-fip=new
+    python scripts/compare_cells.py R.json:cond-fip@400 R.json:cond-fip@200
+    python scripts/compare_cells.py R.json:fip R.json:cond-fip-refined R.json:cond-fip --ref fip --n-context 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cfip_jax.eval import paper, report
+
+TASKS = ("noise", "generation", "interventional", "counterfactual")
+
+
+def _column(spec: str, n_context: int) -> tuple[str, str, int, str]:
+    path, sep, rest = spec.rpartition(":")
+    rest, _, label = rest.partition("=")
+    method, at, n = rest.partition("@")
+    if not sep or not path or not method or (at and not n.isdigit()):
+        raise SystemExit(f"error: column {spec!r} is not RESULTS.json:METHOD[@N_CONTEXT][=LABEL]")
+    n = int(n) if at else n_context
+    return path, method, n, label or (f"{method}@{n}" if at else method)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("columns", nargs="+", help="RESULTS.json:METHOD[@N_CONTEXT][=LABEL], the first is the reference")
+    p.add_argument("--n-context", type=int, default=400, help="context size of the cells (default 400)")
+    p.add_argument("--ref", default=None, help="label of the column the others are counted against")
+    args = p.parse_args(argv)
+    columns, contexts, cells, mmd = [], [], [], []
+    for spec in args.columns:
+        path, method, n_context, label = _column(spec, args.n_context)
+        try:
+            with open(path) as f:
+                records = json.load(f)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: {path}: {err}") from None
+        rows = [r for r in report.aggregate(records) if r["method"] == method and r["n_context"] == n_context]
+        columns.append(label)
+        contexts.append(n_context)
+        cells.append({(r["task"], r["d"], r["category"]): r["mean"] for r in rows})
+        mmd.append({r["dataset"]: r["mmd"] for r in records if r.get("method") == method and
+                    r.get("task") == "mmd-generated"})  # fmt: skip
+        if not rows:
+            print(f"warning: {spec}: no cells at n_context {n_context}", file=sys.stderr)
+    if args.ref is not None and args.ref not in columns:
+        raise SystemExit(f"error: --ref {args.ref!r} is not a column label ({', '.join(columns)})")
+    ref = columns.index(args.ref) if args.ref else 0
+    common = sorted(set.intersection(*(set(c) for c in cells)), key=lambda k: (TASKS.index(k[0]), k[1],
+                    paper.CATEGORY_ORDER.index(k[2])))  # fmt: skip
+    print("| task | d | setting | " + " | ".join(columns) + " | paper |")
+    print("|---|---|---|" + "---|" * (len(columns) + 1))
+    for key in common:
+        ours = " | ".join(f"{c[key]:.3f}" for c in cells)
+        ref_paper = paper.cond_fip(key[0], key[2], key[1])
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {ours} | {'' if ref_paper is None else f'{ref_paper:.2f}'} |")
+    sizes = ", ".join(f"{label} {n}" for label, n in zip(columns, contexts, strict=True))
+    print(f"\n{len(common)} cells (n_context: {sizes})")
+    papers = [paper.cond_fip(k[0], k[2], k[1]) for k in common]
+    for label, c in zip(columns, cells, strict=True):
+        mean = sum(c[k] for k in common) / max(1, len(common))
+        vs_ref = sum(c[k] <= cells[ref][k] for k in common)
+        vs_paper = sum(c[k] <= v for k, v in zip(common, papers, strict=True) if v is not None)
+        print(f"{label}: mean {mean:.4f}; cells <= {columns[ref]}: {vs_ref}/{len(common)}; <= paper: {vs_paper}")
+    if any(papers) and all(v is not None for v in papers):
+        print(f"paper: mean {sum(papers) / len(papers):.4f}")
+    for name in sorted(set().union(*mmd)):
+        print(f"MMD {name}: " + ", ".join(f"{label} {m[name]:.3f}" for label, m in zip(columns, mmd, strict=True)
+                                          if name in m))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""scripts/compare_cells.py: cell means, counts against the reference column and the paper, one-line errors."""
+
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+from cfip_jax.eval import paper
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "compare_cells.py")
+
+
+def _run(argv, capsys):
+    old = sys.argv
+    sys.argv = [SCRIPT, *argv]
+    try:
+        runpy.run_path(SCRIPT, run_name="__main__")
+    finally:
+        sys.argv = old
+    return capsys.readouterr().out
+
+
+def _record(method, dataset, rmse, n_context=400):
+    return dict(dataset=dataset, method=method, task="noise", n_context=n_context, rmse=rmse, graph="er",
+                func="linear", noise="gaussian", prior="in", d=10)  # fmt: skip
+
+
+def test_means_and_counts(tmp_path, capsys):
+    records = [_record("a", "s0", 0.10), _record("a", "s1", 0.20), _record("b", "s0", 0.30), _record("b", "s1", 0.10),
+               _record("a", "s0", 0.50, n_context=200), _record("a", "s1", 0.70, n_context=200)]  # fmt: skip
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    out = _run([f"{path}:a", f"{path}:b=bee", f"{path}:a@200=small"], capsys)
+    row = next(line for line in out.splitlines() if line.startswith("| noise | 10 | LIN IN"))
+    want = paper.cond_fip("noise", "LIN IN", 10)
+    assert row == f"| noise | 10 | LIN IN | 0.150 | 0.200 | 0.600 | {want:.2f} |"
+    assert "a: mean 0.1500; cells <= a: 1/1" in out
+    assert "bee: mean 0.2000; cells <= a: 0/1" in out
+    assert "small: mean 0.6000; cells <= a: 0/1" in out
+    assert "n_context: a 400, bee 400, small 200" in out
+    out = _run([f"{path}:a", f"{path}:b=bee", "--ref", "bee"], capsys)
+    assert "a: mean 0.1500; cells <= bee: 1/1" in out
+
+
+def test_bad_columns_are_one_line_errors(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([_record("a", "s0", 0.1)]))
+    with pytest.raises(SystemExit, match="is not RESULTS.json:METHOD"):
+        _run([f"{path}:a@x"], None)
+    with pytest.raises(SystemExit, match="is not a column label"):
+        _run([f"{path}:a", "--ref", "nope"], None)
+    with pytest.raises(SystemExit, match="missing.json"):
+        _run([f"{tmp_path / 'missing.json'}:a"], None)
