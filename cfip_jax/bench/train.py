@@ -76,7 +76,7 @@ def build_step(config, stage_name: str):
     mesh = make_mesh()
     scfg = config[stage_name]
     spec = data_spec(config, local_batch_size(config.data.batch_size, mesh, "data.batch_size"),
-                     pack=bool(config.data.pack))  # fmt: skip
+                     pack=bool(config.data.pack), stage=stage_name)  # fmt: skip
     cfg = StepConfig(
         stage=build_stage(config, stage_name),
         spec=spec,
@@ -118,6 +118,7 @@ def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) ->
         "step_s": step_s,
         "sample_s": sample_s,
         "compile_s": compile_s,
+        "n": int(cfg.spec.n),
     }
     if breakdown:
         out["parts"], out["backward_parts"] = profile_parts(compiled, holder, scale, steps=max(2, min(steps, 4)))
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = bench_stage(config, stage_name, steps, breakdown=args.breakdown)
             batch = f"{config.data.batch_size}×{config[stage_name].grad_accum}"
             print(
-                f"{name:>8} {stage_name:>7} (batch {batch}, d {max(config.data.node_counts)}, n {config.data.n}): "
+                f"{name:>8} {stage_name:>7} (batch {batch}, d {max(config.data.node_counts)}, n {r['n']}): "
                 f"{r['steps_per_sec']:8.3f} steps/s  {r['datasets_per_sec']:8.2f} datasets/s  "
                 f"sampling {100 * r['sample_share']:5.1f}% of a step  (step {r['step_s']:.3f} s, "
                 f"sampler {r['sample_s']:.4f} s, compile {r['compile_s']:.1f} s)",
