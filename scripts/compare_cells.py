@@ -19,7 +19,7 @@ import sys
 
 from cfip_jax.eval import paper, report
 
-TASKS = ("noise", "generation", "interventional", "counterfactual")
+TASKS = tuple(report.TASK_TITLES)  # the report's task order
 
 
 def _column(spec: str, n_context: int) -> tuple[str, str, int, str]:
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
         vs_ref = sum(c[k] <= cells[ref][k] for k in common)
         vs_paper = sum(c[k] <= v for k, v in zip(common, papers, strict=True) if v is not None)
         print(f"{label}: mean {mean:.4f}; cells <= {columns[ref]}: {vs_ref}/{len(common)}; <= paper: {vs_paper}")
-    if any(papers) and all(v is not None for v in papers):
+    if papers and all(v is not None for v in papers):
         print(f"paper: mean {sum(papers) / len(papers):.4f}")
     for name in sorted(set().union(*mmd)):
         print(f"MMD {name}: " + ", ".join(f"{label} {m[name]:.3f}" for label, m in zip(columns, mmd, strict=True)

@@ -3,7 +3,6 @@
 import json
 import os
 import runpy
-import sys
 
 import pytest
 
@@ -12,14 +11,12 @@ from cfip_jax.eval import paper
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "compare_cells.py")
 
 
+MAIN = runpy.run_path(SCRIPT)["main"]
+
+
 def _run(argv, capsys):
-    old = sys.argv
-    sys.argv = [SCRIPT, *argv]
-    try:
-        runpy.run_path(SCRIPT, run_name="__main__")
-    finally:
-        sys.argv = old
-    return capsys.readouterr().out
+    MAIN(argv)
+    return capsys.readouterr().out if capsys else None
 
 
 def _record(method, dataset, rmse, n_context=400):
