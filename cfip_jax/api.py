@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cfip_jax import correct as correct_lib
 from cfip_jax import fixed_point, model_io, scm_io
 from cfip_jax import model as model_lib
 from cfip_jax import refine as refine_lib
@@ -148,6 +149,8 @@ class InferredSCM:
         ``"lingam"``; static).
       decoder, decoder_params, cond: the conditioned decoder the mechanisms are made of (what :meth:`save` writes;
         ``decoder`` static).
+      correction: the closed-form per-node correction of the refinement (:mod:`cfip_jax.correct`), or None.
+      corrected_nodes: ``(kept, linear, features)`` node counts of that correction, or None (static).
 
     Interventions (:meth:`intervene`, :meth:`counterfactual`): hard ones, ``do(X_i = a)`` (``values={node: a}``: the
     node's mechanism and noise are replaced by the constant), and shift ones (``shift={node: δ}``: x_i = F_i(pa_i) +
@@ -171,6 +174,8 @@ class InferredSCM:
     decoder: Any = flax.struct.field(pytree_node=False, default=None)
     decoder_params: Any = None
     cond: Any = None
+    correction: Any = None
+    corrected_nodes: tuple[int, int, int] | None = flax.struct.field(pytree_node=False, default=None)
 
     # -- unit conversions ------------------------------------------------------------------------------------------
     def _std(self, x) -> jax.Array:
@@ -320,6 +325,8 @@ class InferredSCM:
         arrays = dict(adj=self.adj, mean=self.mean, std=self.std, noise_data=self.noise_data,
                       **{f"cond/{k}": getattr(self.cond, k) for k in ("v", "p", "c")},
                       **scm_io.flatten("decoder", self.decoder_params))  # fmt: skip
+        if self.correction is not None:
+            arrays.update({f"correction/{k}": getattr(self.correction, k) for k in correct_lib.Correction.FIELDS})
         meta = dict(
             nodes=list(self.nodes),
             kind=self.kind,
@@ -329,6 +336,8 @@ class InferredSCM:
             refine_loss_on=self.refine_loss_on,
             graph_source=self.graph_source,
             decoder=self.decoder.config.to_dict(),
+            correction=self.correction is not None,
+            corrected_nodes=None if self.corrected_nodes is None else list(self.corrected_nodes),
         )
         return str(scm_io.write(path, meta, {k: np.asarray(v) for k, v in arrays.items()}, summary))
 
@@ -349,15 +358,23 @@ class InferredSCM:
                           refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
                           graph_source=str(meta["graph_source"]))  # fmt: skip
             mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
+            correction = None
+            if meta.get("correction"):
+                correction = correct_lib.Correction(
+                    **{k: jnp.asarray(arrays[f"correction/{k}"]) for k in correct_lib.Correction.FIELDS}
+                )
+                if correction.scale.shape != (len(nodes),):
+                    raise ValueError(f"{path}: saved correction does not match its {len(nodes)} nodes")
+                fields["corrected_nodes"] = tuple(int(v) for v in meta["corrected_nodes"])
         except (KeyError, TypeError) as err:
             raise ValueError(f"{path}: incomplete saved SCM ({err!s} missing or malformed)") from None
         if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
             raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
         adj_b = jnp.asarray(adj)[None]
-        mech, at = model_lib.decoder_mechanisms(decoder, params, cond, adj_b)
+        mech, at = correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, params, cond, adj_b), correction)
         return cls(mechanism_fn=mech, mechanism_at=at, adj=jnp.asarray(adj), mean=jnp.asarray(mean),
                    std=jnp.asarray(std), noise_data=jnp.asarray(noise), nodes=nodes, decoder=decoder,
-                   decoder_params=params, cond=cond, **fields)  # fmt: skip
+                   decoder_params=params, cond=cond, correction=correction, **fields)  # fmt: skip
 
 
 class CondFiP:
@@ -437,10 +454,12 @@ class CondFiP:
           nodes: node names (default: DataFrame columns or ``0..d-1``).
           noise_model: ``"gaussian"`` or ``"empirical"`` (see :class:`InferredSCM`).
           max_context: ``"trained"``, an int ≥ 2 or None (all rows); see :meth:`context_rows`.
-          refine: None or 0 (zero-shot, the default), a number of optimiser steps, or ``"auto"`` (early stopping on
-            held-out rows, with a cap): start from the zero-shot SCM and fit the decoder to the data itself with the
-            per-dataset FiP objective x ≈ F(x) (:mod:`cfip_jax.refine`; ``docs/refinement.md`` for what it buys). A
-            refinement that diverges returns the zero-shot SCM with a warning.
+          refine: None or 0 (zero-shot, the default), a number of optimiser steps, ``"auto"`` (early stopping on
+            held-out rows, with a cap) or ``"closed-form"`` (no gradient step): start from the zero-shot SCM, fit the
+            decoder to the data itself with the per-dataset FiP objective x ≈ F(x), then correct each node's
+            mechanism in closed form, the correction chosen per node on held-out rows (:mod:`cfip_jax.refine`,
+            :mod:`cfip_jax.correct`; ``docs/refinement.md`` for what each buys). A refinement that diverges returns
+            the zero-shot SCM with a warning.
           refine_config: what is refined and how (:class:`cfip_jax.refine.RefineConfig`; default the measured one).
 
         Returns:
@@ -469,20 +488,26 @@ class CondFiP:
         adj_b = jnp.asarray(adj)[None]
         rows = self.context_rows(arr.shape[0], max_context)
         context = z if rows is None else z[rows]
-        if refine == "auto":
-            refine_lib.held_out_rows(z.shape[0], refine_config or refine_lib.RefineConfig())  # too few rows: say so now
+        cfg = refine_config or refine_lib.RefineConfig()
+        if refine in refine_lib.SCHEDULES or (refine is not None and cfg.correction is not None):
+            refine_lib.held_out_rows(z.shape[0], cfg)  # too few rows to hold some out: say so now
+        if refine == "closed-form" and cfg.correction is None:
+            raise ValueError("refine='closed-form' is the correction alone: it needs RefineConfig(correction=...)")
         cond, noise = model_lib.condition_and_abduct(self.model, context, z, adj_b)
         model, made = self.model, {}
+        mech, at = model_lib.decoder_mechanisms(model.decoder, model.decoder_params, cond, adj_b)
         if refine is not None:
-            out = refine_lib.refine(self.model, cond, z, adj_b, refine, refine_config)
+            out = refine_lib.refine(self.model, cond, z, adj_b, refine, cfg)
             if out.finite:
                 model, cond = out.model, out.cond
-                noise = fixed_point.abduct(model_lib.mechanism(model, cond, adj_b, single=True), z)
+                mech, at = out.mechanisms(adj_b)
+                noise = fixed_point.abduct(mech, z)
                 made = dict(refined_steps=out.steps, refine_loss=(out.loss_before, out.loss_after),
-                            refine_loss_on=out.loss_on)  # fmt: skip
+                            refine_loss_on=out.loss_on, correction=out.correction)  # fmt: skip
+                if out.corrected_nodes is not None:
+                    made["corrected_nodes"] = tuple(out.corrected_nodes[k] for k in ("none", "linear", "features"))
             else:
                 warnings.warn("the refinement's loss became non-finite; returning the zero-shot SCM", stacklevel=2)
-        mech, at = model_lib.decoder_mechanisms(model.decoder, model.decoder_params, cond, adj_b)
         return InferredSCM(
             mechanism_fn=mech,
             mechanism_at=at,

@@ -167,12 +167,12 @@ def cmd_dataset(args) -> None:
 
 
 def _refine_arg(value: str | None):
-    if value is None or value == "auto":
+    if value is None or value in ("auto", "closed-form"):
         return value
     try:
         return int(value)
     except ValueError:
-        raise InputError(f"--refine must be 'auto' or a number of steps, got {value!r}") from None
+        raise InputError(f"--refine must be 'auto', 'closed-form' or a number of steps, got {value!r}") from None
 
 
 def cmd_fit(args) -> None:
@@ -214,6 +214,8 @@ def cmd_fit(args) -> None:
         data=str(args.data), rows=int(x.shape[0]), rows_fitted=int(fit_rows.size), rows_held_out=int(held.size),
         graph=str(args.graph), graph_source=scm.graph_source, edges=int(adj_used.sum()),
         refine=args.refine, refined_steps=scm.refined_steps, refine_loss=scm.refine_loss,
+        corrected_nodes=None if scm.corrected_nodes is None else dict(
+            zip(("kept", "linear", "features"), scm.corrected_nodes, strict=True)),
         model=args.model or "pretrained", fit_seconds=round(seconds, 3), nodes=per_node,
     )  # fmt: skip
     scm.save(out, summary=summary)
@@ -270,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="CSV with a header row of node names")
     f.add_argument("--graph", required=True, help="edge CSV (parent,child per row), or 'none' to learn the graph")
     f.add_argument("--structure", choices=structure_lib.LEARNERS, help="learner for --graph none (default ges)")
-    f.add_argument("--refine", help="'auto' or a number of steps (default: zero-shot)")
+    f.add_argument("--refine", help="'auto', 'closed-form' or a number of steps (default: zero-shot)")
     f.add_argument("--model", help="a Cond-FiP model directory (default: the pretrained one)")
     f.add_argument("--holdout", type=float, default=0.1, help="fraction of rows held out for the summary's RMSE")
     f.add_argument("--seed", type=int, default=0, help="seed of the held-out rows")

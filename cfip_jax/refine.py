@@ -14,9 +14,16 @@ regresses x_i on them. What is refined (``target``):
 
 Schedules (``steps``): an int runs that many Adam steps on all rows; ``"auto"`` holds out a random ``holdout``
 fraction of the rows (at least 10), runs up to ``max_steps`` steps on the others, checks the held-out loss every
-``eval_every`` steps and stops after ``patience`` checks without improvement, returning the best parameters. Each step
-uses ``batch`` random rows (all rows when there are fewer). The whole refinement is one compiled call (a
-``lax.fori_loop`` or ``lax.while_loop`` of steps inside ``jit``), compiled once per model, shapes and settings.
+``eval_every`` steps and stops after ``patience`` checks without improvement, returning the best parameters;
+``"closed-form"`` takes no gradient step. Each step uses ``batch`` random rows (all rows when there are fewer). The
+whole gradient refinement is one compiled call (a ``lax.fori_loop`` or ``lax.while_loop`` of steps inside ``jit``),
+compiled once per model, shapes and settings.
+
+Then (``correction``, on by default) the decoder's mechanism is corrected node by node in closed form
+(:mod:`cfip_jax.correct`): a ridge regression of each node's residual on its proposal, its parents and random
+features of them, chosen per node on held-out rows (the same split as ``"auto"``; with a number of steps the split
+only chooses, the winner is refitted on every row). Every schedule therefore needs enough rows to hold some out
+(:func:`held_out_rows`), unless ``correction=None``.
 
 A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
 """
@@ -32,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cfip_jax import correct as correct_lib
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.nn.decoder import Conditioning
@@ -46,6 +54,9 @@ class RefineConfig:
 
     Attributes:
       target: what is refined, one of :data:`TARGETS`.
+      correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.correct`):
+        ``"features"`` (linear and random-feature candidates), ``"linear"`` or None (no correction).
+      features: random features per node of the ``"features"`` correction.
       lr: Adam's learning rate.
       batch: rows per step (None: all).
       pull: weight of the pull towards the zero-shot parameters (``"decoder"`` target only matters).
@@ -57,6 +68,8 @@ class RefineConfig:
     """
 
     target: str = "adaln"
+    correction: str | None = "features"
+    features: int = 100
     lr: float = 3e-3
     batch: int | None = 64
     pull: float = 0.0
@@ -68,6 +81,8 @@ class RefineConfig:
 
     def __post_init__(self):
         V.check_choice(self.target, TARGETS, "refine target")
+        correct_lib.check_kind(self.correction)
+        V.check_int(self.features, "refine features", minimum=1)
         V.check_positive(self.lr, "refine lr")
         if self.batch is not None:
             V.check_int(self.batch, "refine batch", minimum=1)
@@ -80,12 +95,16 @@ class RefineConfig:
         V.check_int(self.patience, "refine patience", minimum=1)
 
 
+SCHEDULES = ("auto", "closed-form")
+
+
 def check_refine(refine: Any) -> int | str | None:
-    """Validate a ``refine=`` argument: None/0 (zero-shot), an int ≥ 0 (steps) or ``"auto"``; one-line errors."""
-    if refine is None or refine == "auto":
+    """Validate a ``refine=`` argument: None/0 (zero-shot), an int ≥ 0 (steps), ``"auto"`` or ``"closed-form"``;
+    one-line errors."""
+    if refine is None or refine in SCHEDULES:
         return refine
     if isinstance(refine, str):
-        raise ValueError(f"refine must be None, a number of steps >= 0 or 'auto', got {refine!r}")
+        raise ValueError(f"refine must be None, a number of steps >= 0, 'auto' or 'closed-form', got {refine!r}")
     if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)):
         raise ValueError(f"refine must be None, a whole number of steps >= 0 or 'auto', got {refine!r}")
     if refine < 0:
@@ -99,8 +118,8 @@ def held_out_rows(n: int, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
     if n - held < MIN_FIT_ROWS:
         need = MIN_FIT_ROWS + max(MIN_HELD_OUT, int(np.ceil(MIN_FIT_ROWS * cfg.holdout / (1 - cfg.holdout))))
         raise ValueError(
-            f"refine='auto' holds out {held} of the {n} rows and fits on the rest: it needs at least {need} rows "
-            f"(pass refine=<steps> to refine on every row)"
+            f"refinement holds out {held} of the {n} rows and fits on the rest: it needs at least {need} rows "
+            f"(pass refine=<steps> with RefineConfig(correction=None) to refine on every row)"
         )
     order = np.random.default_rng(cfg.seed).permutation(n)
     return np.sort(order[held:]), np.sort(order[:held])
@@ -217,11 +236,14 @@ class Refined:
     Attributes:
       model: the model with the refined decoder variables (the encoder unchanged).
       cond: the refined conditioning.
-      steps: optimiser steps taken (``"auto"``: up to the early stop).
-      loss_before, loss_after: the objective before and after, on the held-out rows (``"auto"``) or on the fitted
-        rows (a number of steps).
+      steps: optimiser steps taken (``"auto"``: up to the early stop; ``"closed-form"``: 0).
+      loss_before, loss_after: the objective before and after (the correction included), on the held-out rows
+        (``"auto"``, ``"closed-form"``: the correction as fitted without them) or on the fitted rows (a number of
+        steps).
       loss_on: ``"held-out rows"`` or ``"fitted rows"``.
-      finite: False when the refinement diverged (then ``model``/``cond`` are the zero-shot ones).
+      correction: the :class:`cfip_jax.correct.Correction` of the refined mechanism, or None.
+      corrected_nodes: how many nodes kept their mechanism / got a linear / a feature correction (None without).
+      finite: False when the refinement diverged (then ``model``/``cond`` are the zero-shot ones, no correction).
     """
 
     model: model_lib.TrainedModel
@@ -230,7 +252,18 @@ class Refined:
     loss_before: float
     loss_after: float
     loss_on: str
+    correction: correct_lib.Correction | None = None
+    corrected_nodes: dict[str, int] | None = None
     finite: bool = True
+
+    def mechanisms(self, adj: jax.Array):
+        """``(mechanism, node mechanism)`` of the refined SCM (``single=True`` forms, ``adj [1, d, d]``)."""
+        base = model_lib.decoder_mechanisms(self.model.decoder, self.model.decoder_params, self.cond, adj)
+        return correct_lib.corrected(*base, self.correction)
+
+
+def _row_rmse_of(pred: np.ndarray, x: np.ndarray) -> float:
+    return float(np.mean(np.sqrt(np.mean(np.square(x - pred), axis=-1) + 1e-12)))
 
 
 def refine(
@@ -247,25 +280,60 @@ def refine(
       model: the trained model; ``cond``: its zero-shot conditioning for this dataset (``[1, 1, d, D]``).
       z: ``[n, d]`` standardised rows (the objective's data).
       adj: ``[1, d, d]``.
-      steps: a number of steps ≥ 1, or ``"auto"`` (see the module docstring).
+      steps: a number of steps ≥ 1, ``"auto"`` or ``"closed-form"`` (see the module docstring).
       cfg: the :class:`RefineConfig` (default ``RefineConfig()``).
 
     Returns:
-      The :class:`Refined` model and conditioning.
+      The :class:`Refined` model, conditioning and correction.
     """
     cfg = RefineConfig() if cfg is None else cfg
     z = jnp.asarray(z, jnp.float32)
+    if steps not in SCHEDULES:
+        steps = V.check_int(steps, "refine steps", minimum=1)
+    elif steps == "closed-form" and cfg.correction is None:
+        raise ValueError("refine='closed-form' is the correction alone: it needs RefineConfig(correction=...)")
+    split_rows = held_out_rows(z.shape[0], cfg) if steps in SCHEDULES or cfg.correction is not None else None
     if steps == "auto":
-        fit_rows, held_rows = held_out_rows(z.shape[0], cfg)
+        fit_rows, held_rows = split_rows
         out = _refine_auto(model.decoder, cfg, model.decoder_params, cond, z[fit_rows], z[held_rows], adj)
         loss_on = "held-out rows"
+    elif steps == "closed-form":
+        out = (model.decoder_params, cond, 0, np.nan, np.nan)
+        loss_on = "held-out rows"
     else:
-        steps = V.check_int(steps, "refine steps", minimum=1)
         out = _refine_fixed(model.decoder, cfg, steps, model.decoder_params, cond, z, adj)
         loss_on = "fitted rows"
     params, new_cond, taken, before, after = jax.device_get(out)
-    finite = bool(np.isfinite(after)) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((params, new_cond)))
+    finite = bool(steps == "closed-form" or np.isfinite(after))
+    finite = finite and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((params, new_cond)))
     if not finite:
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     refined = dataclasses.replace(model, decoder_params=jax.tree.map(jnp.asarray, params))
-    return Refined(refined, jax.tree.map(jnp.asarray, new_cond), int(taken), float(before), float(after), loss_on)
+    new_cond = jax.tree.map(jnp.asarray, new_cond)
+    if cfg.correction is None:
+        return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on)
+    mech, _ = model_lib.decoder_mechanisms(refined.decoder, refined.decoder_params, new_cond, adj)
+    t, x = np.asarray(mech(z), np.float64), np.asarray(z, np.float64)
+    graph = np.asarray(adj)[0]
+    fit_rows, held_rows = split_rows
+    kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
+    if loss_on == "held-out rows":  # the objective on the held-out rows, the correction fitted without them
+        fitted, _ = correct_lib.fit(t[fit_rows], x[fit_rows], graph, *_halves(fit_rows.size, cfg), **kw)
+        held = np.asarray(correct_lib.apply(fitted, jnp.asarray(t[held_rows], jnp.float32), z[held_rows]))
+        if steps == "closed-form":
+            before = _row_rmse_of(t[held_rows], x[held_rows])
+        after = _row_rmse_of(held, x[held_rows])
+    corr, counts = correct_lib.fit(t, x, graph, fit_rows, held_rows, **kw)
+    if loss_on == "fitted rows":
+        after = _row_rmse_of(np.asarray(correct_lib.apply(corr, jnp.asarray(t, jnp.float32), z)), x)
+    if not (np.isfinite(after) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves(corr))):
+        return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
+    return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on, corr, counts)
+
+
+def _halves(m: int, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A fit / choose split of ``m`` fit rows (the same fraction as the hold-out), for measuring the held-out loss
+    of a correction that never saw the held-out rows."""
+    order = np.random.default_rng(cfg.seed + 1).permutation(m)
+    held = max(1, int(round(cfg.holdout * m)))
+    return np.sort(order[held:]), np.sort(order[:held])

@@ -5,7 +5,10 @@ compile, and each subprocess would compile it again).
 The test process itself only reads that cache, never writes it: with jaxlib 0.10.2, serialising an executable for
 the cache (``LoadedExecutable.serialize``) segfaulted in this process after a few hundred tests, on a cold cache, in
 the same test each time (``test_structure.py``'s first ``fit`` after a PC run); the subprocesses write their own
-entries."""
+entries. Even so, one process running every test segfaulted once inside XLA's compiler (``backend_compile_and_load``,
+``test_stage.py``, after about 260 tests): the suite runs in two worker processes (pytest-xdist, ``-n 2 --dist
+loadfile`` in ``pyproject.toml``; a file's tests stay in one process, so module fixtures are built once) and each
+worker drops JAX's in-memory caches after every test file."""
 
 import os
 import tempfile
@@ -36,3 +39,10 @@ def shared_dir() -> pathlib.Path:
     if not SHARED.is_dir():
         pytest.skip(f"reference material not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_caches_per_file():
+    """Drop JAX's in-memory compilation caches after each test file (keeps a worker's compiled state small)."""
+    yield
+    jax.clear_caches()

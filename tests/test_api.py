@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cfip_jax import model_io
-from cfip_jax.api import CondFiP, graph_to_adjacency
+from cfip_jax.api import CondFiP, InferredSCM, graph_to_adjacency
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
@@ -330,3 +330,26 @@ def test_quickstart_notebook_executes(tmp_path):
     assert "MMD(zero-shot samples, held-out)" in text and "MMD(refined samples, held-out)" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2
+
+
+def test_closed_form_refinement_corrects_without_gradient_steps_and_survives_save_and_load(model, frame, tmp_path):
+    zero = model.fit(frame, EDGES)
+    fast = model.fit(frame, EDGES, refine="closed-form")
+    assert fast.refined_steps == 0 and fast.refine_loss_on == "held-out rows"
+    before, after = fast.refine_loss
+    assert after < before  # a random-weight decoder: the per-node correction fixes much of it
+    kept, linear, features = fast.corrected_nodes
+    assert kept + linear + features == 3  # b, c and d have parents; a is a root
+    np.testing.assert_array_equal(fast.mechanism(frame)["a"], zero.mechanism(frame)["a"])  # roots are left alone
+    again = InferredSCM.load(fast.save(tmp_path / "scm"))
+    assert again.corrected_nodes == fast.corrected_nodes
+    np.testing.assert_array_equal(again.mechanism(frame).to_numpy(), fast.mechanism(frame).to_numpy())
+    cf = again.counterfactual(frame.iloc[:5], {"b": 3.0})
+    np.testing.assert_allclose(cf["d"], frame["d"].iloc[:5], rtol=1e-6)  # d is not a descendant of b
+    plain = model.fit(frame, EDGES, refine=3, refine_config=RefineConfig(correction=None))
+    assert plain.correction is None and plain.corrected_nodes is None
+
+
+def test_closed_form_refinement_needs_a_correction(model, frame):
+    with pytest.raises(ValueError, match="closed-form.*correction"):
+        model.fit(frame, EDGES, refine="closed-form", refine_config=RefineConfig(correction=None))

@@ -89,8 +89,10 @@ def test_eval_cli_names_a_missing_optional_baseline(tmp_path, monkeypatch, capsy
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--refine", "-3"], "--refine must be a number of steps >= 1 or 'auto'"),
-        (["--refine", "soon"], "--refine must be a number of steps >= 1 or 'auto'"),
+        (["--refine", "-3"], "--refine must be a number of steps >= 1, 'auto' or 'closed-form'"),
+        (["--refine", "soon"], "--refine must be a number of steps >= 1, 'auto' or 'closed-form'"),
+        (["--refine-correction", "quadratic"], "unknown correction 'quadratic'"),
+        (["--refine", "closed-form", "--refine-correction", "none"], "closed-form is the correction alone"),
         (["--refine-target", "everything"], "refine target"),
         (["--refine-lr", "0"], "refine lr"),
     ],

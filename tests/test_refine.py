@@ -98,6 +98,22 @@ def test_pull_keeps_the_refined_decoder_closer_to_the_zero_shot_one(setup):
     assert distance(1e4) < distance(0.0)
 
 
+def test_closed_form_refinement_only_corrects_and_a_config_without_correction_adds_none(setup):
+    model, cond, z, adj = setup
+    out = refine_lib.refine(model, cond, z, adj, "closed-form")
+    assert out.steps == 0 and out.loss_on == "held-out rows" and out.correction is not None
+    assert out.loss_after < out.loss_before and sum(out.corrected_nodes.values()) == 3
+    assert_trees_equal(out.model.decoder_params, model.decoder_params)
+    assert_trees_equal(out.cond, cond)
+    mech, at = out.mechanisms(adj)
+    nodes = jnp.asarray([3, 1])
+    np.testing.assert_allclose(at(z, nodes), mech(z)[:, nodes], rtol=1e-5, atol=1e-5)
+    plain = refine_lib.refine(model, cond, z, adj, 4, refine_lib.RefineConfig(correction=None))
+    assert plain.correction is None and plain.corrected_nodes is None
+    with pytest.raises(ValueError, match="closed-form"):
+        refine_lib.refine(model, cond, z, adj, "closed-form", refine_lib.RefineConfig(correction=None))
+
+
 def test_held_out_rows_split_is_fixed_disjoint_and_complete():
     cfg = refine_lib.RefineConfig(holdout=0.2, seed=3)
     fit, held = refine_lib.held_out_rows(100, cfg)
@@ -118,6 +134,8 @@ def test_held_out_rows_split_is_fixed_disjoint_and_complete():
         (dict(pull=-1.0), "pull"),
         (dict(holdout=1.0), "holdout"),
         (dict(batch=0), "refine batch"),
+        (dict(correction="quadratic"), "unknown correction"),
+        (dict(features=0), "refine features"),
     ],
 )
 def test_bad_refine_config_is_refused(kwargs, message):

@@ -4,9 +4,10 @@ Usage: ``python -m cfip_jax.bench.api [--checkpoint DIR] [--reps 5] [--d 20,100]
 shipped pretrained model by default. Data: one linear-Gaussian ER SCM per d from :mod:`cfip_jax.scm` (400 rows). Timed
 three ways: with ``fit``'s default (the encoder reads the model's training context size, 200 rows for the shipped
 model; the noise is abducted from all 400), with ``max_context=None`` (all 400 rows encoded, the paper's evaluation
-protocol) and with ``refine="auto"`` (semi-amortized: early-stopped gradient steps on the data; the steps it took are
-printed). When DoWhy-GCM is importable, its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` +
-``gcm.fit``) is printed too, beside the DoWhy bridge's (:func:`cfip_jax.integrations.dowhy.fit_gcm`: Cond-FiP's
+protocol), with ``refine="closed-form"`` (the per-node closed-form correction alone) and with ``refine="auto"``
+(semi-amortized: early-stopped gradient steps on the data, then the correction; the steps it took are printed).
+When DoWhy-GCM is importable, its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` + ``gcm.fit``)
+is printed too, beside the DoWhy bridge's (:func:`cfip_jax.integrations.dowhy.fit_gcm`: Cond-FiP's
 mechanisms assigned to a ``gcm`` model, zero-shot and refined, after compilation).
  Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
 resident set size (``ru_maxrss``) after it. Ends with one JSON line.
@@ -92,11 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
             rows = len(x) if encoded is None else len(encoded)
             print(f"d = {d}: fit + sample(400) {out[key]:.4f} s ({rows} of {len(x)} rows encoded)", flush=True)
 
-        def refined_fit_and_sample(x=x, adj=adj):
-            scm = model.fit(x, adj, refine="auto")
+        def refined_fit_and_sample(x=x, adj=adj, refine="auto"):
+            scm = model.fit(x, adj, refine=refine)
             jax.block_until_ready(scm.sample(400, jax.random.key(0)))
             return scm
 
+        key = f"fit_refine_closed_form_sample400_d{d}_s"
+        out[key] = round(_median_time(lambda: refined_fit_and_sample(refine="closed-form"), args.reps), 4)
+        print(f"d = {d}: fit(refine='closed-form') + sample(400) {out[key]:.3f} s", flush=True)
         key = f"fit_refine_auto_sample400_d{d}_s"
         out[key] = round(_median_time(refined_fit_and_sample, args.refine_reps), 4)
         scm = refined_fit_and_sample()

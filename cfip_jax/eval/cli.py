@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from cfip_jax import correct as correct_lib
 from cfip_jax import refine as refine_lib
 from cfip_jax import structure
 from cfip_jax.eval import fip, runner, tasks
@@ -47,13 +48,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--refine",
         default="auto",
-        help="cond-fip-refined: optimiser steps, or 'auto' (early stopping on held-out context rows; default)",
+        help="cond-fip-refined: optimiser steps, 'auto' (early stopping on held-out context rows; default) or "
+        "'closed-form' (no gradient step, the correction only)",
     )
     p.add_argument(
         "--refine-target",
         default=refine_lib.RefineConfig.target,
         help=f"cond-fip-refined: what is refined, one of {', '.join(refine_lib.TARGETS)} "
         f"(default {refine_lib.RefineConfig.target})",
+    )
+    p.add_argument(
+        "--refine-correction",
+        default=refine_lib.RefineConfig.correction,
+        help=f"cond-fip-refined: the closed-form per-node correction after the gradient steps, one of "
+        f"{', '.join(correct_lib.KINDS)} or none (default {refine_lib.RefineConfig.correction})",
     )
     p.add_argument("--refine-lr", type=float, default=refine_lib.RefineConfig.lr, help="cond-fip-refined: Adam's lr")
     p.add_argument(
@@ -84,15 +92,19 @@ def parser() -> argparse.ArgumentParser:
 def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine_lib.RefineConfig]:
     """``(steps or "auto", RefineConfig)`` of the ``--refine*`` flags (one-line errors)."""
     steps = args.refine
-    if steps != "auto":
+    if steps not in refine_lib.SCHEDULES:
         try:
             steps = int(steps)
         except ValueError:
-            p.error(f"--refine must be a number of steps >= 1 or 'auto', got {steps!r}")
+            p.error(f"--refine must be a number of steps >= 1, 'auto' or 'closed-form', got {steps!r}")
         if steps < 1:
-            p.error(f"--refine must be a number of steps >= 1 or 'auto', got {steps}")
+            p.error(f"--refine must be a number of steps >= 1, 'auto' or 'closed-form', got {steps}")
+    correction = None if args.refine_correction == "none" else args.refine_correction
+    if steps == "closed-form" and correction is None:
+        p.error("--refine closed-form is the correction alone: it needs --refine-correction features or linear")
     try:
-        cfg = refine_lib.RefineConfig(target=args.refine_target, lr=args.refine_lr, max_steps=args.refine_max_steps)
+        cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
+                                      max_steps=args.refine_max_steps)  # fmt: skip
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg

@@ -269,11 +269,12 @@ def cond_fip_method(model, name: str = "cond-fip") -> Method:
 def cond_fip_refined_method(
     model, steps: int | str = "auto", config: refine_lib.RefineConfig | None = None, name: str = "cond-fip-refined"
 ) -> Method:
-    """Cond-FiP conditioned on the context (zero-shot), then refined on the context rows (:mod:`cfip_jax.refine`).
+    """Cond-FiP conditioned on the context (zero-shot), then refined on the context rows (:mod:`cfip_jax.refine`:
+    gradient steps, then the closed-form per-node correction of :mod:`cfip_jax.correct` unless the config has none).
 
     Args:
       model: a :class:`cfip_jax.model.TrainedModel`.
-      steps: optimiser steps, or ``"auto"`` (early stopping on held-out context rows).
+      steps: optimiser steps, ``"auto"`` (early stopping on held-out context rows) or ``"closed-form"``.
       config: the :class:`~cfip_jax.refine.RefineConfig`.
       name: the reported method name.
     """
@@ -283,6 +284,6 @@ def cond_fip_refined_method(
         z = jnp.asarray(x, jnp.float32)
         cond = model_lib.condition_jit(model, z[None], adj_b)
         out = refine_lib.refine(model, cond, z, adj_b, steps, config)
-        return model_lib.mechanism(out.model, out.cond, adj_b, single=True)
+        return out.mechanisms(adj_b)[0]
 
     return Method(name, fit)

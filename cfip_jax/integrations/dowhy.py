@@ -142,7 +142,7 @@ def fit_gcm(
       causal_model: a ``gcm.StructuralCausalModel`` (or invertible one) whose graph is a DAG over columns of ``data``.
       data: a DataFrame holding a column for every node of the graph (other columns are ignored).
       model: the Cond-FiP model (default: the pretrained one).
-      refine: as :meth:`cfip_jax.CondFiP.fit` (None: zero-shot; an int; ``"auto"``).
+      refine: as :meth:`cfip_jax.CondFiP.fit` (None: zero-shot; an int; ``"auto"``; ``"closed-form"``).
       noise_model: ``"gaussian"`` or ``"empirical"`` noise models for the non-root nodes.
 
     Returns:

@@ -1,0 +1,127 @@
+"""The closed-form per-node correction (cfip_jax.correct): ridge in closed form, parents only, chosen on held-out
+rows."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfip_jax import correct
+
+D = 6
+
+
+def _graph(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    adj = np.triu((rng.random((D, D)) < 0.5).astype(np.float32), 1)
+    adj[0, 1] = adj[1, 2] = 1.0  # at least a chain
+    return adj
+
+
+def _split(n: int):
+    order = np.random.default_rng(1).permutation(n)
+    return np.sort(order[n // 5 :]), np.sort(order[: n // 5])
+
+
+def _linear_data(adj, n, noise_scale, seed=0):
+    """Rows of the linear SCM x_i = Σ_j W_ji x_j + c_i + (noise on roots; ``noise_scale`` on the others)."""
+    rng = np.random.default_rng(seed)
+    w = adj * rng.uniform(0.5, 1.5, adj.shape) * rng.choice([-1, 1], adj.shape)
+    c = rng.normal(size=D)
+    x = np.zeros((n, D))
+    for i in range(D):
+        root = adj[:, i].sum() == 0
+        x[:, i] = x @ w[:, i] + c[i] + (1.0 if root else noise_scale) * rng.normal(size=n)
+    return x.astype(np.float32), w
+
+
+def _jacobian(fn, x_row):
+    return np.asarray(jax.jacfwd(lambda r: fn(r[None])[0])(jnp.asarray(x_row)))  # [d (out), d (in)]
+
+
+def test_linear_correction_of_a_zero_proposal_is_ridge_regression_on_the_parents():
+    adj = _graph()
+    x, _ = _linear_data(adj, 600, noise_scale=0.5)
+    fit_rows, held_rows = _split(600)
+    corr, counts = correct.fit(np.zeros_like(x), x, adj, fit_rows, held_rows, kind="linear")
+    assert counts == {"none": 0, "linear": int((adj.sum(0) > 0).sum()), "features": 0}
+    mech, _ = correct.corrected(lambda z: jnp.zeros_like(z), None, corr)
+    jac, out = _jacobian(mech, x[0]), np.asarray(mech(jnp.asarray(x)))
+    for i in range(D):
+        pa = np.flatnonzero(adj[:, i])
+        if pa.size == 0:
+            np.testing.assert_array_equal(out[:, i], 0.0)
+            continue
+        design = np.concatenate([x[:, pa], np.ones((600, 1))], axis=1).astype(np.float64)
+        pen = np.r_[np.ones(pa.size), 0.0]  # the intercept is not shrunk
+        ridge = [np.linalg.solve(design.T @ design + lam * 600 * np.diag(pen), design.T @ x[:, i]) for lam in
+                 correct.RIDGES]  # fmt: skip
+        # the closed-form ridge solution at one of the candidate strengths, refitted on every row
+        gaps = [np.abs(jac[i, pa] - beta[:-1]).max() for beta in ridge]
+        beta = ridge[int(np.argmin(gaps))]
+        np.testing.assert_allclose(jac[i, pa], beta[:-1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(jac[i, np.setdiff1d(np.arange(D), pa)], 0.0)
+        np.testing.assert_allclose(out[:, i], design @ beta, rtol=1e-4, atol=1e-4)
+
+
+def test_a_perfect_proposal_is_kept_as_it_is():
+    adj = _graph(1)
+    x, _ = _linear_data(adj, 300, noise_scale=0.0, seed=2)
+    t = x.copy()  # noise-free rows: the proposal is exact at every non-root node, no candidate can beat it
+    fit_rows, held_rows = _split(300)
+    corr, counts = correct.fit(t, x, adj, fit_rows, held_rows)
+    assert counts == {"none": int((adj.sum(0) > 0).sum()), "linear": 0, "features": 0}
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(5, D)), jnp.float32)
+    proposal = jnp.asarray(np.random.default_rng(4).normal(size=(5, D)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(correct.apply(corr, proposal, z)), np.asarray(proposal))
+
+
+def _nonlinear_data(adj, n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, D))
+    for i in range(D):
+        x[:, i] = np.sin(2.0 * x @ adj[:, i]) + (1.0 if adj[:, i].sum() == 0 else 0.1) * rng.normal(size=n)
+    return x.astype(np.float32)
+
+
+def test_feature_correction_reads_only_the_parents_and_beats_the_linear_one_on_nonlinear_mechanisms():
+    adj = _graph(2)
+    x = _nonlinear_data(adj, 500, seed=4)
+    fit_rows, held_rows = _split(500)
+    t = np.zeros_like(x)
+    feat, counts = correct.fit(t, x, adj, fit_rows, held_rows, kind="features", features=64)
+    lin, _ = correct.fit(t, x, adj, fit_rows, held_rows, kind="linear")
+    assert counts["features"] > 0
+    zero = lambda z: jnp.zeros_like(z)  # noqa: E731
+    f_mech, f_at = correct.corrected(zero, lambda z, nodes: jnp.zeros(z.shape[:-1] + nodes.shape), feat)
+    for row in x[:3]:
+        jac = _jacobian(f_mech, row)
+        assert np.all(jac[adj.T == 0] == 0.0)  # ∂T'_i/∂x_j = 0 unless j → i
+        assert np.abs(jac[adj.T > 0]).max() > 0
+    fresh = jnp.asarray(_nonlinear_data(adj, 400, seed=5))
+    non_roots = adj.sum(0) > 0
+    err = lambda mech: float(jnp.mean(jnp.square(mech(fresh) - fresh)[:, non_roots]))  # noqa: E731
+    assert err(f_mech) < 0.7 * err(correct.corrected(zero, None, lin)[0])
+    nodes = jnp.asarray([4, 1, 2])
+    np.testing.assert_allclose(f_at(fresh, nodes), f_mech(fresh)[:, nodes], rtol=1e-6, atol=1e-6)
+
+
+def test_a_graph_without_edges_leaves_the_mechanism_alone():
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    corr, counts = correct.fit(x * 0.5, x, np.zeros((3, 3)), *_split(50))
+    assert counts == {"none": 0, "linear": 0, "features": 0}
+    out = correct.apply(corr, jnp.asarray(x * 0.5), jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(out), x * 0.5)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: correct.check_kind("quadratic"), "unknown correction 'quadratic'"),
+        (lambda: correct.fit(np.zeros((10, 3)), np.zeros((10, 2)), np.zeros((2, 2)), [0], [1]), "do not agree"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), [0], []), "held-out rows"),
+    ],
+)
+def test_bad_input_is_refused(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
