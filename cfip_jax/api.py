@@ -489,10 +489,8 @@ class CondFiP:
         rows = self.context_rows(arr.shape[0], max_context)
         context = z if rows is None else z[rows]
         cfg = refine_config or refine_lib.RefineConfig()
-        if refine in refine_lib.SCHEDULES or (refine is not None and cfg.correction is not None):
-            refine_lib.held_out_rows(z.shape[0], cfg)  # too few rows to hold some out: say so now
-        if refine == "closed-form" and cfg.correction is None:
-            raise ValueError("refine='closed-form' is the correction alone: it needs RefineConfig(correction=...)")
+        if refine is not None:
+            refine_lib.check_schedule(refine, cfg, z.shape[0])  # e.g. too few rows to hold some out: say so now
         cond, noise = model_lib.condition_and_abduct(self.model, context, z, adj_b)
         model, made = self.model, {}
         mech, at = model_lib.decoder_mechanisms(model.decoder, model.decoder_params, cond, adj_b)

@@ -125,6 +125,17 @@ def held_out_rows(n: int, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[held:]), np.sort(order[:held])
 
 
+def check_schedule(steps: int | str, cfg: RefineConfig, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """One-line errors for a schedule that cannot run: ``"closed-form"`` without a correction, or ``n`` rows too few
+    to hold some out when the schedule or the correction needs held-out rows. Returns that ``(fit, held-out)`` split
+    (:func:`held_out_rows`), or None when nothing is held out. Cheap: call it before any tracing."""
+    if steps == "closed-form" and cfg.correction is None:
+        raise ValueError("refine='closed-form' is the correction alone: it needs RefineConfig(correction=...)")
+    if steps in SCHEDULES or cfg.correction is not None:
+        return held_out_rows(n, cfg)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What is refined
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,9 +301,7 @@ def refine(
     z = jnp.asarray(z, jnp.float32)
     if steps not in SCHEDULES:
         steps = V.check_int(steps, "refine steps", minimum=1)
-    elif steps == "closed-form" and cfg.correction is None:
-        raise ValueError("refine='closed-form' is the correction alone: it needs RefineConfig(correction=...)")
-    split_rows = held_out_rows(z.shape[0], cfg) if steps in SCHEDULES or cfg.correction is not None else None
+    split_rows = check_schedule(steps, cfg, z.shape[0])
     if steps == "auto":
         fit_rows, held_rows = split_rows
         out = _refine_auto(model.decoder, cfg, model.decoder_params, cond, z[fit_rows], z[held_rows], adj)
