@@ -95,6 +95,7 @@ def test_eval_cli_names_a_missing_optional_baseline(tmp_path, monkeypatch, capsy
         (["--refine", "closed-form", "--refine-correction", "none"], "closed-form is the correction alone"),
         (["--refine-target", "everything"], "refine target"),
         (["--refine-lr", "0"], "refine lr"),
+        (["--refine-features", "0"], "refine features"),
     ],
 )
 def test_eval_cli_refuses_bad_refine_flags(tmp_path, capsys, flags, message):
@@ -129,3 +130,15 @@ def test_eval_cli_with_learned_graphs(tmp_path, shared_dir, capsys):
         with pytest.raises(SystemExit):
             cli.main(["--data-dir", str(data), "--methods", "linear", "--graph", "lingam", "--out", str(out)])
         assert "pip install lingam" in capsys.readouterr().err
+
+
+def test_eval_cli_refine_flags_reach_the_config():
+    from cfip_jax.eval import cli
+    from cfip_jax.refine import RefineConfig
+
+    p = cli.parser()
+    args = p.parse_args(["--real", "sachs", "--refine", "closed-form", "--refine-features", "200", "--out", "x"])
+    steps, cfg = cli.refine_settings(p, args)
+    assert steps == "closed-form" and cfg.features == 200 and cfg.correction == "features"
+    _, default_cfg = cli.refine_settings(p, p.parse_args(["--real", "sachs", "--out", "x"]))
+    assert default_cfg.features == RefineConfig.features != 200

@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
         help="cond-fip-refined: the cap of --refine auto",
     )
     p.add_argument(
+        "--refine-features",
+        type=int,
+        default=refine_lib.RefineConfig.features,
+        help=f"cond-fip-refined: random features per node of the features correction "
+        f"(default {refine_lib.RefineConfig.features})",
+    )
+    p.add_argument(
         "--include",
         nargs="*",
         default=[],
@@ -104,7 +111,7 @@ def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine
         p.error("--refine closed-form is the correction alone: it needs --refine-correction features or linear")
     try:
         cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
-                                      max_steps=args.refine_max_steps)  # fmt: skip
+                                      max_steps=args.refine_max_steps, features=args.refine_features)  # fmt: skip
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg
