@@ -4,11 +4,13 @@ Each column is ``RESULTS.json:METHOD[@N_CONTEXT][=LABEL]`` (the records of ``eva
 LIN/RFF × IN/OUT) at one context size (``--n-context``, or the column's own ``@N``), its value the mean RMSE over the
 cell's datasets. Prints every cell that all columns score, with the paper's Cond-FiP beside it, then per column: the
 mean over those cells, and in how many cells it is at or below the first column (``--ref`` names another) and the
-paper; then the real-data MMDs (``mmd-generated``) where present.
+paper; then the real-data MMDs (``mmd-generated``) where present. ``--matched`` scores each cell on the datasets
+that every column scores in it (a baseline run on a subset, e.g. FiP at d = 50, is compared on its own datasets).
 
     python scripts/compare_cells.py docs/eval_paper/results.json:cond-fip=old  NEW/results.json:cond-fip=new
     python scripts/compare_cells.py R.json:cond-fip@400 R.json:cond-fip@200
     python scripts/compare_cells.py R.json:fip R.json:cond-fip-refined R.json:cond-fip --ref fip --n-context 100
+    python scripts/compare_cells.py A.json:fip B.json:cond-fip-refined --matched
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def main(argv=None) -> None:
     p.add_argument("columns", nargs="+", help="RESULTS.json:METHOD[@N_CONTEXT][=LABEL], the first is the reference")
     p.add_argument("--n-context", type=int, default=400, help="context size of the cells (default 400)")
     p.add_argument("--ref", default=None, help="label of the column the others are counted against")
+    p.add_argument("--matched", action="store_true", help="score each cell on the datasets every column scores")
     args = p.parse_args(argv)
-    columns, contexts, cells, mmd = [], [], [], []
+    columns, contexts, scored, mmd = [], [], [], []
     for spec in args.columns:
         path, method, n_context, label = _column(spec, args.n_context)
         try:
@@ -46,14 +49,20 @@ def main(argv=None) -> None:
                 records = json.load(f)
         except (OSError, ValueError) as err:
             raise SystemExit(f"error: {path}: {err}") from None
-        rows = [r for r in report.aggregate(records) if r["method"] == method and r["n_context"] == n_context]
         columns.append(label)
         contexts.append(n_context)
-        cells.append({(r["task"], r["d"], r["category"]): r["mean"] for r in rows})
+        scored.append([r for r in records if r.get("method") == method and r.get("n_context") == n_context and
+                       "rmse" in r])  # fmt: skip
         mmd.append({r["dataset"]: r["mmd"] for r in records if r.get("method") == method and
                     r.get("task") == "mmd-generated"})  # fmt: skip
-        if not rows:
-            print(f"warning: {spec}: no cells at n_context {n_context}", file=sys.stderr)
+    if args.matched:  # a (task, dataset) counts only where every column scores it
+        shared = set.intersection(*({(r["task"], r["dataset"]) for r in recs} for recs in scored))
+        scored = [[r for r in recs if (r["task"], r["dataset"]) in shared] for recs in scored]
+    cells = []
+    for spec, n_context, recs in zip(args.columns, contexts, scored, strict=True):
+        cells.append({(r["task"], r["d"], r["category"]): r["mean"] for r in report.aggregate(recs)})
+        if not cells[-1]:
+            print(f"warning: {spec}: no cells at n_context {n_context}" + " matched" * args.matched, file=sys.stderr)
     if args.ref is not None and args.ref not in columns:
         raise SystemExit(f"error: --ref {args.ref!r} is not a column label ({', '.join(columns)})")
     ref = columns.index(args.ref) if args.ref else 0

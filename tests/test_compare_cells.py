@@ -41,6 +41,17 @@ def test_means_and_counts(tmp_path, capsys):
     assert "a: mean 0.1500; cells <= bee: 1/1" in out
 
 
+def test_matched_scores_each_cell_on_the_datasets_every_column_scores(tmp_path, capsys):
+    # b ran on s0 only: unmatched, a's cell is the mean over s0 and s1; matched, over s0 alone
+    records = [_record("a", "s0", 0.10), _record("a", "s1", 0.50), _record("b", "s0", 0.20)]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    out = _run([f"{path}:b", f"{path}:a"], capsys)
+    assert "a: mean 0.3000; cells <= b: 0/1" in out
+    out = _run([f"{path}:b", f"{path}:a", "--matched"], capsys)
+    assert "a: mean 0.1000; cells <= b: 1/1" in out and "b: mean 0.2000" in out
+
+
 def test_bad_columns_are_one_line_errors(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([_record("a", "s0", 0.1)]))
