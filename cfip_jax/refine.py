@@ -57,6 +57,8 @@ class RefineConfig:
       correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.correct`):
         ``"features"`` (linear and random-feature candidates), ``"linear"`` or None (no correction).
       features: random features per node of the ``"features"`` correction.
+      folds: how the correction's candidates are chosen: 1 on the held-out rows of the split, k > 1 by k-fold
+        cross-validation over the rows (:func:`cfip_jax.correct.folds`).
       lr: Adam's learning rate.
       batch: rows per step (None: all).
       pull: weight of the pull towards the zero-shot parameters (``"decoder"`` target only matters).
@@ -69,7 +71,8 @@ class RefineConfig:
 
     target: str = "adaln"
     correction: str | None = "features"
-    features: int = 100
+    features: int = 200
+    folds: int = 5
     lr: float = 3e-3
     batch: int | None = 64
     pull: float = 0.0
@@ -83,6 +86,7 @@ class RefineConfig:
         V.check_choice(self.target, TARGETS, "refine target")
         correct_lib.check_kind(self.correction)
         V.check_int(self.features, "refine features", minimum=1)
+        V.check_int(self.folds, "refine folds", minimum=1)
         V.check_positive(self.lr, "refine lr")
         if self.batch is not None:
             V.check_int(self.batch, "refine batch", minimum=1)
@@ -323,16 +327,18 @@ def refine(
         return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on)
     mech, _ = model_lib.decoder_mechanisms(refined.decoder, refined.decoder_params, new_cond, adj)
     t, x = np.asarray(mech(z), np.float64), np.asarray(z, np.float64)
+    if not np.all(np.isfinite(t)):  # finite parameters whose mechanism overflows at the data
+        return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     graph = np.asarray(adj)[0]
     fit_rows, held_rows = split_rows
     kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
     if loss_on == "held-out rows":  # the objective on the held-out rows, the correction fitted without them
-        fitted, _ = correct_lib.fit(t[fit_rows], x[fit_rows], graph, *_halves(fit_rows.size, cfg), **kw)
+        fitted, _ = correct_lib.fit(t[fit_rows], x[fit_rows], graph, _choice(fit_rows.size, None, cfg), **kw)
         held = np.asarray(correct_lib.apply(fitted, jnp.asarray(t[held_rows], jnp.float32), z[held_rows]))
         if steps == "closed-form":
             before = _row_rmse_of(t[held_rows], x[held_rows])
         after = _row_rmse_of(held, x[held_rows])
-    corr, counts = correct_lib.fit(t, x, graph, fit_rows, held_rows, **kw)
+    corr, counts = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), **kw)
     if loss_on == "fitted rows":
         after = _row_rmse_of(np.asarray(correct_lib.apply(corr, jnp.asarray(t, jnp.float32), z)), x)
     if not (np.isfinite(after) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves(corr))):
@@ -340,9 +346,13 @@ def refine(
     return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on, corr, counts)
 
 
-def _halves(m: int, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A fit / choose split of ``m`` fit rows (the same fraction as the hold-out), for measuring the held-out loss
-    of a correction that never saw the held-out rows."""
+def _choice(m: int, held_rows: np.ndarray | None, cfg: RefineConfig) -> list[np.ndarray]:
+    """The folds the correction of ``m`` rows is chosen on: with ``cfg.folds == 1`` the split's ``held_rows``, or
+    (``held_rows`` None: for measuring the held-out loss of a correction that never saw the held-out rows) a fresh
+    split of the ``m`` fit rows at the same fraction; with ``cfg.folds > 1`` that many cross-validation folds."""
+    if cfg.folds > 1:
+        return correct_lib.folds(m, min(cfg.folds, m), cfg.seed + 1)
+    if held_rows is not None:
+        return [held_rows]
     order = np.random.default_rng(cfg.seed + 1).permutation(m)
-    held = max(1, int(round(cfg.holdout * m)))
-    return np.sort(order[held:]), np.sort(order[:held])
+    return [np.sort(order[: max(1, int(round(cfg.holdout * m)))])]

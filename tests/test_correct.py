@@ -39,11 +39,22 @@ def _jacobian(fn, x_row):
     return np.asarray(jax.jacfwd(lambda r: fn(r[None])[0])(jnp.asarray(x_row)))  # [d (out), d (in)]
 
 
-def test_linear_correction_of_a_zero_proposal_is_ridge_regression_on_the_parents():
+def _choice(n: int, folds: int):
+    """The held-out folds: the single split of :func:`_split`, or ``folds``-fold cross-validation."""
+    return [_split(n)[1]] if folds == 1 else correct.folds(n, folds, seed=1)
+
+
+def test_folds_partition_the_rows():
+    parts = correct.folds(23, 5, seed=3)
+    assert len(parts) == 5 and all(p.size in (4, 5) for p in parts)
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(23))
+
+
+@pytest.mark.parametrize("folds", [1, 5])
+def test_linear_correction_of_a_zero_proposal_is_ridge_regression_on_the_parents(folds):
     adj = _graph()
     x, _ = _linear_data(adj, 600, noise_scale=0.5)
-    fit_rows, held_rows = _split(600)
-    corr, counts = correct.fit(np.zeros_like(x), x, adj, fit_rows, held_rows, kind="linear")
+    corr, counts = correct.fit(np.zeros_like(x), x, adj, _choice(600, folds), kind="linear")
     assert counts == {"none": 0, "linear": int((adj.sum(0) > 0).sum()), "features": 0}
     mech, _ = correct.corrected(lambda z: jnp.zeros_like(z), None, corr)
     jac, out = _jacobian(mech, x[0]), np.asarray(mech(jnp.asarray(x)))
@@ -64,12 +75,12 @@ def test_linear_correction_of_a_zero_proposal_is_ridge_regression_on_the_parents
         np.testing.assert_allclose(out[:, i], design @ beta, rtol=1e-4, atol=1e-4)
 
 
-def test_a_perfect_proposal_is_kept_as_it_is():
+@pytest.mark.parametrize("folds", [1, 5])
+def test_a_perfect_proposal_is_kept_as_it_is(folds):
     adj = _graph(1)
     x, _ = _linear_data(adj, 300, noise_scale=0.0, seed=2)
     t = x.copy()  # noise-free rows: the proposal is exact at every non-root node, no candidate can beat it
-    fit_rows, held_rows = _split(300)
-    corr, counts = correct.fit(t, x, adj, fit_rows, held_rows)
+    corr, counts = correct.fit(t, x, adj, _choice(300, folds))
     assert counts == {"none": int((adj.sum(0) > 0).sum()), "linear": 0, "features": 0}
     z = jnp.asarray(np.random.default_rng(3).normal(size=(5, D)), jnp.float32)
     proposal = jnp.asarray(np.random.default_rng(4).normal(size=(5, D)), jnp.float32)
@@ -87,10 +98,10 @@ def _nonlinear_data(adj, n, seed):
 def test_feature_correction_reads_only_the_parents_and_beats_the_linear_one_on_nonlinear_mechanisms():
     adj = _graph(2)
     x = _nonlinear_data(adj, 500, seed=4)
-    fit_rows, held_rows = _split(500)
+    held_rows = _split(500)[1]
     t = np.zeros_like(x)
-    feat, counts = correct.fit(t, x, adj, fit_rows, held_rows, kind="features", features=64)
-    lin, _ = correct.fit(t, x, adj, fit_rows, held_rows, kind="linear")
+    feat, counts = correct.fit(t, x, adj, [held_rows], kind="features", features=64)
+    lin, _ = correct.fit(t, x, adj, [held_rows], kind="linear")
     assert counts["features"] > 0
     zero = lambda z: jnp.zeros_like(z)  # noqa: E731
     f_mech, f_at = correct.corrected(zero, lambda z, nodes: jnp.zeros(z.shape[:-1] + nodes.shape), feat)
@@ -108,7 +119,7 @@ def test_feature_correction_reads_only_the_parents_and_beats_the_linear_one_on_n
 
 def test_a_graph_without_edges_leaves_the_mechanism_alone():
     x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
-    corr, counts = correct.fit(x * 0.5, x, np.zeros((3, 3)), *_split(50))
+    corr, counts = correct.fit(x * 0.5, x, np.zeros((3, 3)), [_split(50)[1]])
     assert counts == {"none": 0, "linear": 0, "features": 0}
     out = correct.apply(corr, jnp.asarray(x * 0.5), jnp.asarray(x))
     np.testing.assert_array_equal(np.asarray(out), x * 0.5)
@@ -118,8 +129,15 @@ def test_a_graph_without_edges_leaves_the_mechanism_alone():
     "call, message",
     [
         (lambda: correct.check_kind("quadratic"), "unknown correction 'quadratic'"),
-        (lambda: correct.fit(np.zeros((10, 3)), np.zeros((10, 2)), np.zeros((2, 2)), [0], [1]), "do not agree"),
-        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), [0], []), "held-out rows"),
+        (lambda: correct.fit(np.zeros((10, 3)), np.zeros((10, 2)), np.zeros((2, 2)), [[1]]), "do not agree"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), [[]]), "held-out rows"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), []), "held-out rows"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), [[1, 2], [2]]), "disjoint"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.zeros((10, 2)), np.zeros((2, 2)), [[10]]), "disjoint"),
+        (lambda: correct.fit(np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((2, 2)), [[0, 1, 2]]), "none to fit"),
+        (lambda: correct.fit(np.full((10, 2), np.inf), np.zeros((10, 2)), np.zeros((2, 2)), [[1]]), "finite"),
+        (lambda: correct.fit(np.zeros((10, 2)), np.full((10, 2), np.nan), np.zeros((2, 2)), [[1]]), "finite"),
+        (lambda: correct.folds(5, 6), "6 folds"),
     ],
 )
 def test_bad_input_is_refused(call, message):

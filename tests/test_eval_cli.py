@@ -137,8 +137,10 @@ def test_eval_cli_refine_flags_reach_the_config():
     from cfip_jax.refine import RefineConfig
 
     p = cli.parser()
-    args = p.parse_args(["--real", "sachs", "--refine", "closed-form", "--refine-features", "200", "--out", "x"])
-    steps, cfg = cli.refine_settings(p, args)
-    assert steps == "closed-form" and cfg.features == 200 and cfg.correction == "features"
+    argv = ["--real", "sachs", "--refine", "closed-form", "--refine-features", "64", "--refine-folds", "3"]
+    argv += ["--out", "x"]
+    steps, cfg = cli.refine_settings(p, p.parse_args(argv))
+    assert steps == "closed-form" and cfg.features == 64 and cfg.folds == 3 and cfg.correction == "features"
     _, default_cfg = cli.refine_settings(p, p.parse_args(["--real", "sachs", "--out", "x"]))
-    assert default_cfg.features == RefineConfig.features != 200
+    assert default_cfg.features == RefineConfig.features != 64
+    assert default_cfg.folds == RefineConfig.folds != 3

@@ -136,6 +136,8 @@ def test_held_out_rows_split_is_fixed_disjoint_and_complete():
         (dict(batch=0), "refine batch"),
         (dict(correction="quadratic"), "unknown correction"),
         (dict(features=0), "refine features"),
+        (dict(folds=0), "refine folds"),
+        (dict(folds=2.5), "refine folds"),
     ],
 )
 def test_bad_refine_config_is_refused(kwargs, message):

@@ -78,6 +78,13 @@ def parser() -> argparse.ArgumentParser:
         f"(default {refine_lib.RefineConfig.features})",
     )
     p.add_argument(
+        "--refine-folds",
+        type=int,
+        default=refine_lib.RefineConfig.folds,
+        help=f"cond-fip-refined: 1 chooses the correction on the held-out rows, k > 1 by k-fold cross-validation "
+        f"(default {refine_lib.RefineConfig.folds})",
+    )
+    p.add_argument(
         "--include",
         nargs="*",
         default=[],
@@ -111,7 +118,8 @@ def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine
         p.error("--refine closed-form is the correction alone: it needs --refine-correction features or linear")
     try:
         cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
-                                      max_steps=args.refine_max_steps, features=args.refine_features)  # fmt: skip
+                                      max_steps=args.refine_max_steps, features=args.refine_features,
+                                      folds=args.refine_folds)  # fmt: skip
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg
