@@ -26,7 +26,6 @@ Measured in ``docs/refinement.md``.
 from __future__ import annotations
 
 import collections
-import functools
 
 import flax.struct
 import jax
@@ -143,7 +142,10 @@ def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 def _fit_node(i, pa, g, b, *, t, x, held_out, scored, scales):
     """Node ``i``'s chosen correction: ``(length-scale or None, coefficients [1 + k (+ M) + 1])``, or
-    ``(None, None)`` where no candidate beats the proposal on the held-out rows."""
+    ``(None, None)`` where no candidate beats the proposal on the held-out rows.
+
+    ``pa [k]`` its parents, ``g [k, M]`` and ``b [M]`` its random features, ``t`` and ``x`` ``[n, d]``, ``held_out``
+    the folds, ``scored [rows]`` their rows, ``scales`` the candidate length-scales (None: linear)."""
     features = g.shape[1]
     r = x[:, i] - t[:, i]
 
@@ -212,19 +214,17 @@ def fit(
     k_max = max(1, int(adj.sum(0).max(initial=0)))
     rng = np.random.default_rng(seed)
     scales = (None,) + (LENGTHSCALES if kind == "features" else ())
-    jobs = []  # the random features are drawn node by node in order, then the nodes are fitted independently
-    for i in range(d):
-        pa = np.flatnonzero(adj[:, i])
-        if pa.size:
-            g = rng.standard_normal((pa.size, features))
-            jobs.append((i, pa, g, rng.uniform(0.0, 2.0 * np.pi, features)))
-    fit_one = functools.partial(_fit_node, t=t, x=x, held_out=held_out, scored=scored, scales=scales)
-    chosen = [fit_one(*job) for job in jobs]
     scale, bias = np.zeros(d), np.zeros(d)
     parents, pmask, coef = np.zeros((d, k_max), np.int32), np.zeros((d, k_max)), np.zeros((d, k_max))
     omega, phase, weight = np.zeros((d, k_max, features)), np.zeros((d, features)), np.zeros((d, features))
     counts = collections.Counter()
-    for (i, pa, g, b), (ell, beta) in zip(jobs, chosen, strict=True):
+    for i in range(d):
+        pa = np.flatnonzero(adj[:, i])
+        if pa.size == 0:
+            continue
+        g = rng.standard_normal((pa.size, features))
+        b = rng.uniform(0.0, 2.0 * np.pi, features)
+        ell, beta = _fit_node(i, pa, g, b, t=t, x=x, held_out=held_out, scored=scored, scales=scales)
         if beta is None:
             counts["none"] += 1
             continue
