@@ -119,17 +119,21 @@ def _ridge(gram: np.ndarray, rhs: np.ndarray, lam: float, rows: int) -> np.ndarr
     return np.linalg.solve(system, rhs)
 
 
-def _held_out_errors(a: np.ndarray, r: np.ndarray, held_out: list[np.ndarray], scored: int) -> np.ndarray:
-    """``[len(RIDGES)]`` held-out mean squared error of the ridge fit of ``r [n]`` on ``a [n, p]`` at each strength,
-    fitted on the rows outside each fold and scored on the fold."""
+def _held_out_errors(
+    a: np.ndarray, r: np.ndarray, held_out: list[np.ndarray], scored: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge fits of ``r [n]`` on ``a [n, p]`` at each strength of :data:`RIDGES`, fitted on the rows outside each
+    fold and scored on the fold: ``(held-out mean squared error [ridges], out-of-fold predictions [ridges, n])``
+    (rows in no fold: 0)."""
     gram, rhs = a.T @ a, a.T @ r
-    sse = np.zeros(len(RIDGES))
+    pred = np.zeros((len(RIDGES), a.shape[0]))
     for h in held_out:
         ah, rh = a[h], r[h]
         gram_fit, rhs_fit, m = gram - ah.T @ ah, rhs - ah.T @ rh, a.shape[0] - h.size
         for j, lam in enumerate(RIDGES):
-            sse[j] += np.sum((ah @ _ridge(gram_fit, rhs_fit, lam, m) - rh) ** 2)
-    return sse / scored
+            pred[j, h] = ah @ _ridge(gram_fit, rhs_fit, lam, m)
+    rows = np.concatenate(held_out)
+    return np.sum((pred[:, rows] - r[rows]) ** 2, axis=1) / scored, pred
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -141,8 +145,9 @@ def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def _fit_node(i, pa, g, b, *, t, x, held_out, scored, scales):
-    """Node ``i``'s chosen correction: ``(length-scale or None, coefficients [1 + k (+ M) + 1])``, or
-    ``(None, None)`` where no candidate beats the proposal on the held-out rows.
+    """Node ``i``'s chosen correction: ``(length-scale or None, coefficients [1 + k (+ M) + 1], out-of-fold
+    predictions of the residual [n])``, or ``(None, None, 0)`` where no candidate beats the proposal on the held-out
+    rows.
 
     ``pa [k]`` its parents, ``g [k, M]`` and ``b [M]`` its random features, ``t`` and ``x`` ``[n, d]``, ``held_out``
     the folds, ``scored [rows]`` their rows, ``scales`` the candidate length-scales (None: linear)."""
@@ -155,17 +160,17 @@ def _fit_node(i, pa, g, b, *, t, x, held_out, scored, scales):
             cols.append(np.sqrt(2.0 / features) * np.cos(x[:, pa] @ (g / ell) + b))
         return np.concatenate([*cols, np.ones((x.shape[0], 1))], axis=1)
 
-    best_err, best = float(np.mean(r[scored] ** 2)), None
+    best_err, best, best_pred = float(np.mean(r[scored] ** 2)), None, 0.0
     for ell in scales:
-        err = _held_out_errors(design(ell), r, held_out, scored.size)  # [ridges]
+        err, pred = _held_out_errors(design(ell), r, held_out, scored.size)  # [ridges], [ridges, n]
         j = int(np.argmin(err))
         if err[j] < best_err:
-            best_err, best = float(err[j]), (ell, RIDGES[j])
+            best_err, best, best_pred = float(err[j]), (ell, RIDGES[j]), pred[j]
     if best is None:
-        return None, None
+        return None, None, 0.0
     ell, lam = best
     a = design(ell)
-    return ell, _ridge(a.T @ a, a.T @ r, lam, x.shape[0])
+    return ell, _ridge(a.T @ a, a.T @ r, lam, x.shape[0]), best_pred
 
 
 def fit(
@@ -177,7 +182,8 @@ def fit(
     kind: str = "features",
     features: int = 200,
     seed: int = 0,
-) -> tuple[Correction, dict[str, int]]:
+    out_of_fold: bool = False,
+) -> tuple[Correction, dict[str, int]] | tuple[Correction, dict[str, int], np.ndarray]:
     """Fit the correction of the proposal ``t = T(x)`` on the rows ``x`` (standardised units).
 
     Args:
@@ -190,10 +196,14 @@ def fit(
       kind: ``"features"`` (linear and random-feature candidates) or ``"linear"`` (linear ones only).
       features: ``M``, random features per node.
       seed: the random features.
+      out_of_fold: also return the cross-validated corrected proposal.
 
     Returns:
       ``(correction, counts)``: counts of the nodes that kept their mechanism (``"none"``), got a linear correction
-      (``"linear"``) or one with features (``"features"``); nodes without parents are not counted.
+      (``"linear"``) or one with features (``"features"``); nodes without parents are not counted. With
+      ``out_of_fold``, ``(correction, counts, oof)``: ``oof [n, d]`` float64, on the rows of each fold the corrected
+      proposal with each node's chosen candidate fitted without that fold (``t`` where a node keeps its mechanism;
+      NaN on rows in no fold). The choice itself saw these rows, so their error is slightly optimistic.
     """
     check_kind(kind)
     t, x = np.asarray(t, np.float64), np.asarray(x, np.float64)
@@ -218,16 +228,19 @@ def fit(
     parents, pmask, coef = np.zeros((d, k_max), np.int32), np.zeros((d, k_max)), np.zeros((d, k_max))
     omega, phase, weight = np.zeros((d, k_max, features)), np.zeros((d, features)), np.zeros((d, features))
     counts = collections.Counter()
+    oof = np.full((n, d), np.nan)
+    oof[scored] = t[scored]
     for i in range(d):
         pa = np.flatnonzero(adj[:, i])
         if pa.size == 0:
             continue
         g = rng.standard_normal((pa.size, features))
         b = rng.uniform(0.0, 2.0 * np.pi, features)
-        ell, beta = _fit_node(i, pa, g, b, t=t, x=x, held_out=held_out, scored=scored, scales=scales)
+        ell, beta, r_oof = _fit_node(i, pa, g, b, t=t, x=x, held_out=held_out, scored=scored, scales=scales)
         if beta is None:
             counts["none"] += 1
             continue
+        oof[scored, i] += r_oof[scored]
         k = pa.size
         scale[i], bias[i] = beta[0], beta[-1]
         parents[i, :k], pmask[i, :k], coef[i, :k] = pa, 1.0, beta[1 : 1 + k]
@@ -240,4 +253,5 @@ def fit(
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     corr = Correction(scale=f32(scale), parents=jnp.asarray(parents), pmask=f32(pmask), coef=f32(coef),
                       bias=f32(bias), omega=f32(omega), phase=f32(phase), weight=f32(weight))  # fmt: skip
-    return corr, {key: counts.get(key, 0) for key in ("none", "linear", "features")}
+    counts = {key: counts.get(key, 0) for key in ("none", "linear", "features")}
+    return (corr, counts, oof) if out_of_fold else (corr, counts)

@@ -21,8 +21,10 @@ compiled once per model, shapes and settings.
 
 Then (``correction``, on by default) the decoder's mechanism is corrected node by node in closed form
 (:mod:`cfip_jax.correct`): a ridge regression of each node's residual on its proposal, its parents and random
-features of them, chosen per node on held-out rows (the same split as ``"auto"``; with a number of steps the split
-only chooses, the winner is refitted on every row). Every schedule therefore needs enough rows to hold some out
+features of them, chosen per node by ``folds``-fold cross-validation over the rows (``folds=1``: on the held-out
+rows of ``"auto"``'s split), the winner refitted on every row. The held-out loss ``"auto"`` and ``"closed-form"``
+report after it scores each held-out row with the correction fitted without that row's fold (the cross-validation's
+own out-of-fold predictions, so no second fit). Every schedule needs enough rows to hold some out
 (:func:`held_out_rows`), unless ``correction=None``.
 
 A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
@@ -253,7 +255,8 @@ class Refined:
       cond: the refined conditioning.
       steps: optimiser steps taken (``"auto"``: up to the early stop; ``"closed-form"``: 0).
       loss_before, loss_after: the objective before and after (the correction included), on the held-out rows
-        (``"auto"``, ``"closed-form"``: the correction as fitted without them) or on the fitted rows (a number of
+        (``"auto"``, ``"closed-form"``: the gradient steps never saw them, and each row is corrected out of fold —
+        the correction's choice saw it, so ``loss_after`` is slightly optimistic) or on the fitted rows (a number of
         steps).
       loss_on: ``"held-out rows"`` or ``"fitted rows"``.
       correction: the :class:`cfip_jax.correct.Correction` of the refined mechanism, or None.
@@ -330,29 +333,23 @@ def refine(
     if not np.all(np.isfinite(t)):  # finite parameters whose mechanism overflows at the data
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     graph = np.asarray(adj)[0]
-    fit_rows, held_rows = split_rows
+    _, held_rows = split_rows
     kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
-    if loss_on == "held-out rows":  # the objective on the held-out rows, the correction fitted without them
-        fitted, _ = correct_lib.fit(t[fit_rows], x[fit_rows], graph, _choice(fit_rows.size, None, cfg), **kw)
-        held = np.asarray(correct_lib.apply(fitted, jnp.asarray(t[held_rows], jnp.float32), z[held_rows]))
+    corr, counts, oof = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), out_of_fold=True, **kw)
+    if loss_on == "held-out rows":  # the objective on the held-out rows, each corrected out of fold
         if steps == "closed-form":
             before = _row_rmse_of(t[held_rows], x[held_rows])
-        after = _row_rmse_of(held, x[held_rows])
-    corr, counts = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), **kw)
-    if loss_on == "fitted rows":
+        after = _row_rmse_of(oof[held_rows], x[held_rows])
+    else:
         after = _row_rmse_of(np.asarray(correct_lib.apply(corr, jnp.asarray(t, jnp.float32), z)), x)
     if not (np.isfinite(after) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves(corr))):
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on, corr, counts)
 
 
-def _choice(m: int, held_rows: np.ndarray | None, cfg: RefineConfig) -> list[np.ndarray]:
-    """The folds the correction of ``m`` rows is chosen on: with ``cfg.folds == 1`` the split's ``held_rows``, or
-    (``held_rows`` None: for measuring the held-out loss of a correction that never saw the held-out rows) a fresh
-    split of the ``m`` fit rows at the same fraction; with ``cfg.folds > 1`` that many cross-validation folds."""
+def _choice(m: int, held_rows: np.ndarray, cfg: RefineConfig) -> list[np.ndarray]:
+    """The folds the correction of ``m`` rows is chosen on: with ``cfg.folds == 1`` the split's ``held_rows``, with
+    ``cfg.folds > 1`` that many cross-validation folds."""
     if cfg.folds > 1:
         return correct_lib.folds(m, min(cfg.folds, m), cfg.seed + 1)
-    if held_rows is not None:
-        return [held_rows]
-    order = np.random.default_rng(cfg.seed + 1).permutation(m)
-    return [np.sort(order[: max(1, int(round(cfg.holdout * m)))])]
+    return [held_rows]

@@ -143,3 +143,29 @@ def test_a_graph_without_edges_leaves_the_mechanism_alone():
 def test_bad_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_out_of_fold_predictions_are_the_chosen_ridge_fitted_without_each_fold():
+    adj = _graph()
+    n = 300
+    x, _ = _linear_data(adj, n, noise_scale=0.5)
+    parts = correct.folds(n - 20, 4, seed=2)  # rows n - 20 … n - 1 lie in no fold
+    corr, counts, oof = correct.fit(np.zeros_like(x), x, adj, parts, kind="linear", out_of_fold=True)
+    assert counts["linear"] == int((adj.sum(0) > 0).sum())
+    assert np.all(np.isnan(oof[n - 20 :]))
+    scored = np.concatenate(parts)
+    for i in range(D):
+        pa = np.flatnonzero(adj[:, i])
+        if pa.size == 0:
+            np.testing.assert_array_equal(oof[scored, i], 0.0)  # a root keeps its proposal
+            continue
+        design = np.concatenate([x[:, pa], np.ones((n, 1))], axis=1).astype(np.float64)
+        pen = np.r_[np.ones(pa.size), 0.0]
+        per_ridge = np.zeros((len(correct.RIDGES), n))
+        for h in parts:
+            rest = np.setdiff1d(np.arange(n), h)
+            a, m = design[rest], rest.size
+            for j, lam in enumerate(correct.RIDGES):
+                per_ridge[j, h] = design[h] @ np.linalg.solve(a.T @ a + lam * m * np.diag(pen), a.T @ x[rest, i])
+        errors = np.mean((per_ridge[:, scored] - x[scored, i]) ** 2, axis=1)
+        np.testing.assert_allclose(oof[scored, i], per_ridge[int(np.argmin(errors)), scored], atol=1e-5)

@@ -138,9 +138,13 @@ def test_eval_cli_refine_flags_reach_the_config():
 
     p = cli.parser()
     argv = ["--real", "sachs", "--refine", "closed-form", "--refine-features", "64", "--refine-folds", "3"]
-    argv += ["--out", "x"]
+    argv += ["--refine-batch", "17", "--refine-patience", "5", "--refine-eval-every", "7", "--out", "x"]
     steps, cfg = cli.refine_settings(p, p.parse_args(argv))
     assert steps == "closed-form" and cfg.features == 64 and cfg.folds == 3 and cfg.correction == "features"
+    assert (cfg.batch, cfg.patience, cfg.eval_every) == (17, 5, 7)
     _, default_cfg = cli.refine_settings(p, p.parse_args(["--real", "sachs", "--out", "x"]))
     assert default_cfg.features == RefineConfig.features != 64
     assert default_cfg.folds == RefineConfig.folds != 3
+    assert (default_cfg.batch, default_cfg.patience, default_cfg.eval_every) == (
+        RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every)  # fmt: skip
+    assert (RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every) != (17, 5, 7)

@@ -71,6 +71,26 @@ def parser() -> argparse.ArgumentParser:
         help="cond-fip-refined: the cap of --refine auto",
     )
     p.add_argument(
+        "--refine-batch",
+        type=int,
+        default=refine_lib.RefineConfig.batch,
+        help=f"cond-fip-refined: rows per gradient step (default {refine_lib.RefineConfig.batch})",
+    )
+    p.add_argument(
+        "--refine-patience",
+        type=int,
+        default=refine_lib.RefineConfig.patience,
+        help=f"cond-fip-refined: --refine auto stops after this many held-out checks without improvement "
+        f"(default {refine_lib.RefineConfig.patience})",
+    )
+    p.add_argument(
+        "--refine-eval-every",
+        type=int,
+        default=refine_lib.RefineConfig.eval_every,
+        help=f"cond-fip-refined: steps between --refine auto's held-out checks "
+        f"(default {refine_lib.RefineConfig.eval_every})",
+    )
+    p.add_argument(
         "--refine-features",
         type=int,
         default=refine_lib.RefineConfig.features,
@@ -119,7 +139,8 @@ def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine
     try:
         cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
                                       max_steps=args.refine_max_steps, features=args.refine_features,
-                                      folds=args.refine_folds)  # fmt: skip
+                                      folds=args.refine_folds, patience=args.refine_patience,
+                                      batch=args.refine_batch, eval_every=args.refine_eval_every)  # fmt: skip
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg
