@@ -64,46 +64,17 @@ def parser() -> argparse.ArgumentParser:
         f"{', '.join(correct_lib.KINDS)} or none (default {refine_lib.RefineConfig.correction})",
     )
     p.add_argument("--refine-lr", type=float, default=refine_lib.RefineConfig.lr, help="cond-fip-refined: Adam's lr")
-    p.add_argument(
-        "--refine-max-steps",
-        type=int,
-        default=refine_lib.RefineConfig.max_steps,
-        help="cond-fip-refined: the cap of --refine auto",
-    )
-    p.add_argument(
-        "--refine-batch",
-        type=int,
-        default=refine_lib.RefineConfig.batch,
-        help=f"cond-fip-refined: rows per gradient step (default {refine_lib.RefineConfig.batch})",
-    )
-    p.add_argument(
-        "--refine-patience",
-        type=int,
-        default=refine_lib.RefineConfig.patience,
-        help=f"cond-fip-refined: --refine auto stops after this many held-out checks without improvement "
-        f"(default {refine_lib.RefineConfig.patience})",
-    )
-    p.add_argument(
-        "--refine-eval-every",
-        type=int,
-        default=refine_lib.RefineConfig.eval_every,
-        help=f"cond-fip-refined: steps between --refine auto's held-out checks "
-        f"(default {refine_lib.RefineConfig.eval_every})",
-    )
-    p.add_argument(
-        "--refine-features",
-        type=int,
-        default=refine_lib.RefineConfig.features,
-        help=f"cond-fip-refined: random features per node of the features correction "
-        f"(default {refine_lib.RefineConfig.features})",
-    )
-    p.add_argument(
-        "--refine-folds",
-        type=int,
-        default=refine_lib.RefineConfig.folds,
-        help=f"cond-fip-refined: 1 chooses the correction on the held-out rows, k > 1 by k-fold cross-validation "
-        f"(default {refine_lib.RefineConfig.folds})",
-    )
+    for field, what in (
+        ("max_steps", "the cap of --refine auto"),
+        ("batch", "rows per gradient step"),
+        ("patience", "--refine auto stops after this many held-out checks without improvement"),
+        ("eval_every", "steps between --refine auto's held-out checks"),
+        ("features", "random features per node of the features correction"),
+        ("folds", "1 chooses the correction on the held-out rows, k > 1 by k-fold cross-validation"),
+    ):
+        default = getattr(refine_lib.RefineConfig, field)
+        p.add_argument(f"--refine-{field.replace('_', '-')}", type=int, default=default,
+                       help=f"cond-fip-refined: {what} (default {default})")  # fmt: skip
     p.add_argument(
         "--include",
         nargs="*",
