@@ -150,7 +150,11 @@ class InferredSCM:
       decoder, decoder_params, cond: the conditioned decoder the mechanisms are made of (what :meth:`save` writes;
         ``decoder`` static).
       correction: the closed-form per-node correction of the refinement (:mod:`cfip_jax.correct`), or None.
-      corrected_nodes: ``(kept, linear, features)`` node counts of that correction, or None (static).
+      corrected_nodes: ``(kept, linear, features)`` node counts of that correction (summed over the members), or
+        None (static).
+      members: how many refinements the mechanism averages (``RefineConfig(members=...)``; static). With more than
+        one, ``decoder_params``, ``cond`` and ``correction`` hold the members along a leading axis
+        (:func:`cfip_jax.refine.mechanisms`).
 
     Interventions (:meth:`intervene`, :meth:`counterfactual`): hard ones, ``do(X_i = a)`` (``values={node: a}``: the
     node's mechanism and noise are replaced by the constant), and shift ones (``shift={node: δ}``: x_i = F_i(pa_i) +
@@ -176,6 +180,7 @@ class InferredSCM:
     cond: Any = None
     correction: Any = None
     corrected_nodes: tuple[int, int, int] | None = flax.struct.field(pytree_node=False, default=None)
+    members: int = flax.struct.field(pytree_node=False, default=1)
 
     # -- unit conversions ------------------------------------------------------------------------------------------
     def _std(self, x) -> jax.Array:
@@ -338,6 +343,7 @@ class InferredSCM:
             decoder=self.decoder.config.to_dict(),
             correction=self.correction is not None,
             corrected_nodes=None if self.corrected_nodes is None else list(self.corrected_nodes),
+            members=self.members,
         )
         return str(scm_io.write(path, meta, {k: np.asarray(v) for k, v in arrays.items()}, summary))
 
@@ -356,14 +362,16 @@ class InferredSCM:
                           kind=V.check_choice(meta["kind"], ("numpy", "pandas", "jax"), "kind"),
                           refined_steps=int(meta["refined_steps"]), refine_loss_on=meta["refine_loss_on"],
                           refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
-                          graph_source=str(meta["graph_source"]))  # fmt: skip
+                          graph_source=str(meta["graph_source"]),
+                          members=V.check_int(meta.get("members", 1), "saved members", minimum=1))  # fmt: skip
+            lead = () if fields["members"] == 1 else (fields["members"],)
             mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
             correction = None
             if meta.get("correction"):
                 correction = correct_lib.Correction(
                     **{k: jnp.asarray(arrays[f"correction/{k}"]) for k in correct_lib.Correction.FIELDS}
                 )
-                if correction.scale.shape != (len(nodes),):
+                if correction.scale.shape != lead + (len(nodes),):
                     raise ValueError(f"{path}: saved correction does not match its {len(nodes)} nodes")
                 fields["corrected_nodes"] = tuple(int(v) for v in meta["corrected_nodes"])
         except (KeyError, TypeError) as err:
@@ -371,7 +379,9 @@ class InferredSCM:
         if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
             raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
         adj_b = jnp.asarray(adj)[None]
-        mech, at = correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, params, cond, adj_b), correction)
+        if cond.c.shape[: len(lead)] != lead:
+            raise ValueError(f"{path}: saved conditioning does not hold its {fields['members']} members")
+        mech, at = refine_lib.mechanisms(decoder, params, cond, correction, adj_b, fields["members"])
         return cls(mechanism_fn=mech, mechanism_at=at, adj=jnp.asarray(adj), mean=jnp.asarray(mean),
                    std=jnp.asarray(std), noise_data=jnp.asarray(noise), nodes=nodes, decoder=decoder,
                    decoder_params=params, cond=cond, correction=correction, **fields)  # fmt: skip
@@ -501,7 +511,7 @@ class CondFiP:
                 mech, at = out.mechanisms(adj_b)
                 noise = fixed_point.abduct(mech, z)
                 made = dict(refined_steps=out.steps, refine_loss=(out.loss_before, out.loss_after),
-                            refine_loss_on=out.loss_on, correction=out.correction)  # fmt: skip
+                            refine_loss_on=out.loss_on, correction=out.correction, members=out.members)  # fmt: skip
                 if out.corrected_nodes is not None:
                     made["corrected_nodes"] = tuple(out.corrected_nodes[k] for k in ("none", "linear", "features"))
             else:

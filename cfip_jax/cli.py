@@ -216,6 +216,7 @@ def cmd_fit(args) -> None:
         refine=args.refine, refined_steps=scm.refined_steps, refine_loss=scm.refine_loss,
         corrected_nodes=None if scm.corrected_nodes is None else dict(
             zip(("kept", "linear", "features"), scm.corrected_nodes, strict=True)),
+        refine_members=scm.members,  # the corrected_nodes counts are summed over the members
         model=args.model or "pretrained", fit_seconds=round(seconds, 3), nodes=per_node,
     )  # fmt: skip
     scm.save(out, summary=summary)

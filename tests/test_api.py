@@ -339,10 +339,11 @@ def test_closed_form_refinement_corrects_without_gradient_steps_and_survives_sav
     before, after = fast.refine_loss
     assert after < before  # a random-weight decoder: the per-node correction fixes much of it
     kept, linear, features = fast.corrected_nodes
-    assert kept + linear + features == 3  # b, c and d have parents; a is a root
+    assert fast.members == RefineConfig().members == 2  # the default ensemble: the counts are summed over members
+    assert kept + linear + features == 3 * 2  # b, c and d have parents; a is a root
     np.testing.assert_array_equal(fast.mechanism(frame)["a"], zero.mechanism(frame)["a"])  # roots are left alone
     again = InferredSCM.load(fast.save(tmp_path / "scm"))
-    assert again.corrected_nodes == fast.corrected_nodes
+    assert again.corrected_nodes == fast.corrected_nodes and again.members == 2
     np.testing.assert_array_equal(again.mechanism(frame).to_numpy(), fast.mechanism(frame).to_numpy())
     cf = again.counterfactual(frame.iloc[:5], {"b": 3.0})
     np.testing.assert_allclose(cf["d"], frame["d"].iloc[:5], rtol=1e-6)  # d is not a descendant of b

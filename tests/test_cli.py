@@ -49,6 +49,7 @@ def test_fit_saves_the_scm_and_a_summary(fitted):
     summary = json.loads((fitted / "scm/summary.json").read_text())
     sachs = real.load_sachs()
     assert summary["rows"] == 853 and summary["rows_held_out"] == 85 and summary["graph_source"] == "given"
+    assert summary["refine_members"] == 1 and summary["corrected_nodes"] is None  # zero-shot: one decoder
     by_node = {r["node"]: r for r in summary["nodes"]}
     assert set(by_node) == set(sachs.nodes)
     assert sorted(by_node["pmek"]["parents"]) == ["PKA", "PKC", "praf"]

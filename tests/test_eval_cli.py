@@ -96,6 +96,7 @@ def test_eval_cli_names_a_missing_optional_baseline(tmp_path, monkeypatch, capsy
         (["--refine-target", "everything"], "refine target"),
         (["--refine-lr", "0"], "refine lr"),
         (["--refine-features", "0"], "refine features"),
+        (["--refine-members", "0"], "refine members"),
     ],
 )
 def test_eval_cli_refuses_bad_refine_flags(tmp_path, capsys, flags, message):
@@ -138,13 +139,13 @@ def test_eval_cli_refine_flags_reach_the_config():
 
     p = cli.parser()
     argv = ["--real", "sachs", "--refine", "closed-form", "--refine-features", "64", "--refine-folds", "3"]
-    argv += ["--refine-batch", "17", "--refine-patience", "5", "--refine-eval-every", "7", "--out", "x"]
-    steps, cfg = cli.refine_settings(p, p.parse_args(argv))
+    argv += ["--refine-batch", "17", "--refine-patience", "5", "--refine-eval-every", "7", "--refine-members", "3"]
+    steps, cfg = cli.refine_settings(p, p.parse_args([*argv, "--out", "x"]))
     assert steps == "closed-form" and cfg.features == 64 and cfg.folds == 3 and cfg.correction == "features"
-    assert (cfg.batch, cfg.patience, cfg.eval_every) == (17, 5, 7)
+    assert (cfg.batch, cfg.patience, cfg.eval_every, cfg.members) == (17, 5, 7, 3)
     _, default_cfg = cli.refine_settings(p, p.parse_args(["--real", "sachs", "--out", "x"]))
     assert default_cfg.features == RefineConfig.features != 64
     assert default_cfg.folds == RefineConfig.folds != 3
-    assert (default_cfg.batch, default_cfg.patience, default_cfg.eval_every) == (
-        RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every)  # fmt: skip
-    assert (RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every) != (17, 5, 7)
+    assert (default_cfg.batch, default_cfg.patience, default_cfg.eval_every, default_cfg.members) == (
+        RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every, RefineConfig.members)  # fmt: skip
+    assert (RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every, RefineConfig.members) != (17, 5, 7, 3)

@@ -1,5 +1,7 @@
 """Semi-amortized refinement (cfip_jax.refine): what each target may change, the objective falls, the hold-out split."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +55,7 @@ def test_split_then_merge_is_the_identity(setup, target):
 @pytest.mark.parametrize("target", refine_lib.TARGETS)
 def test_refinement_lowers_the_objective_and_changes_only_its_target(setup, target):
     model, cond, z, adj = setup
-    cfg = refine_lib.RefineConfig(target=target, lr=3e-3, batch=None)
+    cfg = refine_lib.RefineConfig(target=target, lr=3e-3, batch=None, members=1)
     out = refine_lib.refine(model, cond, z, adj, 8, cfg)
     assert out.finite and out.steps == 8 and out.loss_on == "fitted rows"
     assert out.loss_after < out.loss_before
@@ -90,7 +92,7 @@ def test_pull_keeps_the_refined_decoder_closer_to_the_zero_shot_one(setup):
     model, cond, z, adj = setup
 
     def distance(pull):
-        cfg = refine_lib.RefineConfig(target="decoder", lr=3e-3, batch=None, pull=pull)
+        cfg = refine_lib.RefineConfig(target="decoder", lr=3e-3, batch=None, pull=pull, members=1)
         out = refine_lib.refine(model, cond, z, adj, 10, cfg)
         diffs = jax.tree.map(lambda a, b: jnp.sum(jnp.square(a - b)), out.model.decoder_params, model.decoder_params)
         return float(sum(jax.tree.leaves(diffs)))
@@ -100,7 +102,7 @@ def test_pull_keeps_the_refined_decoder_closer_to_the_zero_shot_one(setup):
 
 def test_closed_form_refinement_only_corrects_and_a_config_without_correction_adds_none(setup):
     model, cond, z, adj = setup
-    out = refine_lib.refine(model, cond, z, adj, "closed-form")
+    out = refine_lib.refine(model, cond, z, adj, "closed-form", refine_lib.RefineConfig(members=1))
     assert out.steps == 0 and out.loss_on == "held-out rows" and out.correction is not None
     assert out.loss_after < out.loss_before and sum(out.corrected_nodes.values()) == 3
     assert_trees_equal(out.model.decoder_params, model.decoder_params)
@@ -112,6 +114,26 @@ def test_closed_form_refinement_only_corrects_and_a_config_without_correction_ad
     assert plain.correction is None and plain.corrected_nodes is None
     with pytest.raises(ValueError, match="closed-form"):
         refine_lib.refine(model, cond, z, adj, "closed-form", refine_lib.RefineConfig(correction=None))
+
+
+@pytest.mark.parametrize("steps", ["auto", 4])
+def test_an_ensemble_is_the_mean_of_its_members_each_refined_alone_with_its_own_seed(setup, steps):
+    """members = 3: member k is the single refinement with seed 2 + k (its own split, batches, features, folds)."""
+    model, cond, z, adj = setup
+    cfg = refine_lib.RefineConfig(lr=3e-3, batch=16, max_steps=20, eval_every=5, patience=2, holdout=0.25, seed=2)
+    ens = refine_lib.refine(model, cond, z, adj, steps, dataclasses.replace(cfg, members=3))
+    alone = [refine_lib.refine(model, cond, z, adj, steps, dataclasses.replace(cfg, seed=2 + k, members=1))
+             for k in range(3)]  # fmt: skip
+    assert ens.members == 3 and ens.finite and all(a.finite for a in alone)
+    assert ens.steps == max(a.steps for a in alone)
+    assert ens.corrected_nodes == {k: sum(a.corrected_nodes[k] for a in alone) for k in ens.corrected_nodes}
+    np.testing.assert_allclose(ens.loss_after, np.mean([a.loss_after for a in alone]), rtol=1e-6)
+    mech, at = ens.mechanisms(adj)
+    singles = [a.mechanisms(adj)[0](z) for a in alone]
+    assert not np.allclose(singles[0], singles[1], atol=1e-4)  # the members differ, so the mean is not any of them
+    np.testing.assert_allclose(mech(z), sum(singles) / 3, rtol=1e-5, atol=1e-6)
+    nodes = jnp.asarray([2, 0])
+    np.testing.assert_allclose(at(z, nodes), mech(z)[:, nodes], rtol=1e-5, atol=1e-6)
 
 
 def test_held_out_rows_split_is_fixed_disjoint_and_complete():
@@ -138,6 +160,8 @@ def test_held_out_rows_split_is_fixed_disjoint_and_complete():
         (dict(features=0), "refine features"),
         (dict(folds=0), "refine folds"),
         (dict(folds=2.5), "refine folds"),
+        (dict(members=0), "refine members"),
+        (dict(seed=-1), "refine seed"),
     ],
 )
 def test_bad_refine_config_is_refused(kwargs, message):

@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
         ("eval_every", "steps between --refine auto's held-out checks"),
         ("features", "random features per node of the features correction"),
         ("folds", "1 chooses the correction on the held-out rows, k > 1 by k-fold cross-validation"),
+        ("members", "refinements averaged (an ensemble, each with its own seed)"),
     ):
         default = getattr(refine_lib.RefineConfig, field)
         p.add_argument(f"--refine-{field.replace('_', '-')}", type=int, default=default,
@@ -111,7 +112,8 @@ def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine
         cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
                                       max_steps=args.refine_max_steps, features=args.refine_features,
                                       folds=args.refine_folds, patience=args.refine_patience,
-                                      batch=args.refine_batch, eval_every=args.refine_eval_every)  # fmt: skip
+                                      batch=args.refine_batch, eval_every=args.refine_eval_every,
+                                      members=args.refine_members)  # fmt: skip
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg
