@@ -52,7 +52,7 @@ from jax.tree_util import Partial
 from cfip_jax import correct as correct_lib
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
-from cfip_jax.nn.decoder import Conditioning
+from cfip_jax.nn.decoder import Conditioning, frozen_config
 
 TARGETS = ("embedding", "adaln", "decoder")
 MIN_HELD_OUT, MIN_FIT_ROWS = 10, 20
@@ -350,12 +350,20 @@ def stack(trees: list[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def _mean_of(mechs, z):
-    return sum(m(z) for m in mechs) / len(mechs)
+@functools.lru_cache(maxsize=64)
+def _members_mean_fn(decoder, nodes: bool):
+    """``(params, cond, correction, adj, z[, nodes]) -> the members' mean mechanism`` for a (hashable) decoder: the
+    members one at a time (``lax.map``), so one member's intermediates are alive at once, not all of them."""
 
+    def mean(params, cond, correction, adj, z, *at):
+        def one(member):
+            p, c, corr = member
+            mech, mech_at = correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, p, c, adj), corr)
+            return mech_at(z, *at) if nodes else mech(z)
 
-def _mean_at(ats, z, nodes):
-    return sum(at(z, nodes) for at in ats) / len(ats)
+        return jnp.mean(jax.lax.map(one, (params, cond, correction)), axis=0)
+
+    return mean
 
 
 def mechanisms(decoder, decoder_params, cond: Conditioning, correction, adj: jax.Array, members: int = 1):
@@ -365,12 +373,9 @@ def mechanisms(decoder, decoder_params, cond: Conditioning, correction, adj: jax
     (``Partial``), so the solvers compile once per shape."""
     if members == 1:
         return correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, decoder_params, cond, adj), correction)
-    forms = [
-        mechanisms(decoder, *jax.tree.map(lambda a, k=k: a[k], (decoder_params, cond, correction)), adj)
-        for k in range(members)
-    ]
-    mechs, ats = zip(*forms, strict=True)
-    return Partial(_mean_of, mechs), Partial(_mean_at, ats)
+    decoder = decoder.clone(config=frozen_config(decoder.config))  # hashable: one compiled solver per decoder
+    arrays = (decoder_params, cond, correction, adj)
+    return Partial(_members_mean_fn(decoder, False), *arrays), Partial(_members_mean_fn(decoder, True), *arrays)
 
 
 def _row_rmse_of(pred: np.ndarray, x: np.ndarray) -> float:
