@@ -6,11 +6,14 @@ cell's datasets. Prints every cell that all columns score, with the paper's Cond
 mean over those cells, and in how many cells it is at or below the first column (``--ref`` names another) and the
 paper; then the real-data MMDs (``mmd-generated``) where present. ``--matched`` scores each cell on the datasets
 that every column scores in it (a baseline run on a subset, e.g. FiP at d = 50, is compared on its own datasets).
+``--paired`` adds, per column and d, the paired difference to the reference column over the (task, dataset) scores
+both have: mean ± standard error (two runs of one suite differ far less per dataset than per cell).
 
     python scripts/compare_cells.py docs/eval_paper/results.json:cond-fip=old  NEW/results.json:cond-fip=new
     python scripts/compare_cells.py R.json:cond-fip@400 R.json:cond-fip@200
     python scripts/compare_cells.py R.json:fip R.json:cond-fip-refined R.json:cond-fip --ref fip --n-context 100
     python scripts/compare_cells.py A.json:fip B.json:cond-fip-refined --matched
+    python scripts/compare_cells.py OLD.json:cond-fip-refined=old NEW.json:cond-fip-refined=new --paired
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import json
 import sys
 
-from cfip_jax.eval import paper, report
+from cfip_jax.eval import metrics, paper, report
 
 TASKS = tuple(report.TASK_TITLES)  # the report's task order
 
@@ -40,6 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-context", type=int, default=400, help="context size of the cells (default 400)")
     p.add_argument("--ref", default=None, help="label of the column the others are counted against")
     p.add_argument("--matched", action="store_true", help="score each cell on the datasets every column scores")
+    p.add_argument("--paired", action="store_true", help="paired differences to the reference column, per d")
     args = p.parse_args(argv)
     columns, contexts, scored, mmd = [], [], [], []
     for spec in args.columns:
@@ -84,6 +88,16 @@ def main(argv=None) -> None:
         print(f"{label}: mean {mean:.4f}; cells <= {columns[ref]}: {vs_ref}/{len(common)}; <= paper: {vs_paper}")
     if papers and all(v is not None for v in papers):
         print(f"paper: mean {sum(papers) / len(papers):.4f}")
+    if args.paired:
+        scores = [{(r["task"], r["dataset"]): (r["d"], r["rmse"]) for r in recs} for recs in scored]
+        for label, mine in zip(columns, scores, strict=True):
+            if label == columns[ref]:
+                continue
+            shared = mine.keys() & scores[ref].keys()
+            for d in sorted({mine[k][0] for k in shared}):
+                diffs = [mine[k][1] - scores[ref][k][1] for k in shared if mine[k][0] == d]
+                mean, se = metrics.mean_se(diffs)
+                print(f"paired {label} - {columns[ref]}, d = {d}: {mean:+.4f} ± {se:.4f} over {len(diffs)} scores")
     for name in sorted(set().union(*mmd)):
         print(f"MMD {name}: " + ", ".join(f"{label} {m[name]:.3f}" for label, m in zip(columns, mmd, strict=True)
                                           if name in m))  # fmt: skip

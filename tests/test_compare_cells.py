@@ -52,6 +52,18 @@ def test_matched_scores_each_cell_on_the_datasets_every_column_scores(tmp_path, 
     assert "a: mean 0.1000; cells <= b: 1/1" in out and "b: mean 0.2000" in out
 
 
+def test_paired_differences_per_d_over_the_scores_both_columns_have(tmp_path, capsys):
+    # b - a on s0 and s1 (+0.2, +0.0); s2 is a's alone and does not count
+    records = [_record("a", "s0", 0.10), _record("a", "s1", 0.20), _record("a", "s2", 0.90),
+               _record("b", "s0", 0.30), _record("b", "s1", 0.20)]  # fmt: skip
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    out = _run([f"{path}:a", f"{path}:b", "--paired"], capsys)
+    assert "paired b - a, d = 10: +0.1000 ± 0.1000 over 2 scores" in out
+    assert "paired a - a" not in out
+    assert "paired" not in _run([f"{path}:a", f"{path}:b"], capsys)
+
+
 def test_bad_columns_are_one_line_errors(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([_record("a", "s0", 0.1)]))
