@@ -70,8 +70,8 @@ class RefineConfig:
       folds: how the correction's candidates are chosen: 1 on the held-out rows of the split, k > 1 by k-fold
         cross-validation over the rows (:func:`cfip_jax.correct.folds`).
       lr: Adam's learning rate.
-      batch: rows per step (None: all). 32: as accurate as 64 with one member, slightly better with two, and
-        faster (``docs/refinement.md``).
+      batch: rows per step (None: all). 32 rather than 64: with two members slightly more accurate at every d and
+        a fifth faster (with one member it tied 64 at d ≤ 20 and lost 1 % at d = 50; ``docs/refinement.md``).
       pull: weight of the pull towards the zero-shot parameters (``"decoder"`` target only matters).
       max_steps: the cap of ``"auto"``.
       holdout: the fraction of rows ``"auto"`` holds out (at least :data:`MIN_HELD_OUT` rows).
