@@ -8,7 +8,12 @@ Examples (from the repository root)::
     # multi-host: the same command on every host, with its own --process_id
     python train.py --config configs/paper.py --coordinator_address 10.0.0.1:1234 --num_processes 2 --process_id 0
 
-A rerun of the same command resumes from the latest checkpoints (a finished stage is skipped).
+A rerun of the same command resumes from the latest checkpoints (a finished stage is skipped). After stage 2 the run
+writes ``{workdir}/export`` (``model.json`` with the lineage + ``params.npz``; ``cfip_jax.train.export``).
+Continued training starts from an export or a workdir::
+
+    python train.py --config configs/cpu.py --config.init_from=cfip_jax/assets/pretrained --config.seed=1 \
+        --workdir workdir/next
 """
 
 import os
@@ -65,13 +70,17 @@ def main(argv):
     if jax.process_index() == 0:
         print(f"workdir {os.path.abspath(_WORKDIR.value)}; devices {jax.devices()}", flush=True)
     try:
-        loop.run(_CONFIG.value, _WORKDIR.value, stages)
+        loop.run(_CONFIG.value, _WORKDIR.value, stages, command=" ".join(["python", *sys.argv]))
     except (ValueError, loop.NonFiniteLossError) as e:  # bad input, incompatible checkpoint, diverged run
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)  # the checkpoint is already saved (see the message above)
     if jax.process_index() == 0:
         print(f"done: {', '.join(stages)} trained; metrics in {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
+        if "decoder" in stages:
+            from cfip_jax.train.export import export_workdir
+
+            print(f"export (weights, model.json with the lineage): {export_workdir(_WORKDIR.value)}")
 
 
 def parse_flags(argv):

@@ -59,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_seconds = ml_collections.config_dict.placeholder(float)
     c.encoder_share = 0.25
     c.budget_clock = "wall"  # "process": count the process's CPU seconds instead (fair budgets on a shared machine)
+    # Continued training: start each stage without a checkpoint of its own from this export or workdir's weights
+    # (cfip_jax.train.init_from); its lineage is carried into this run's export. The seed must be a new one.
+    c.init_from = ml_collections.config_dict.placeholder(str)
 
     c.data = ml_collections.ConfigDict(
         dict(

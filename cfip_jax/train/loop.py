@@ -40,13 +40,15 @@ from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.train import budget as budget_lib
 from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train import init_from as init_lib
+from cfip_jax.train import lineage as lineage_lib
 from cfip_jax.train import validation_set
 from cfip_jax.train.ema import EMAConfig
-from cfip_jax.train.metrics_writer import MetricWriter
+from cfip_jax.train.metrics_writer import MetricWriter, read_metrics
 from cfip_jax.train.optim import check_optim_config, learning_rate_schedule, make_optimizer
 from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
 from cfip_jax.train.stage import STAGES, build_stage, data_spec
-from cfip_jax.train.state import TrainState, abstract_state, create_state
+from cfip_jax.train.state import TrainState, abstract_state, create_state, stage_parts
 from cfip_jax.train.step import STREAM_INIT, StepConfig, eval_families, make_eval_step, make_train_step, stream_key
 
 Hook = Callable[[str, int], None]
@@ -197,11 +199,38 @@ def start_state(config, workdir, name, ckpt, mesh) -> tuple[int, TrainState, bud
             start, state, _, budget = restored
             _say(f"{name}: resumed from the checkpoint at step {start} in {ckpt.directory}")
             return start, state, budget_lib.BudgetState.from_dict(budget)
-    # 3. A fresh state (stage 2: the stage-1 EMA encoder frozen inside it).
+    # 3. A fresh state (stage 2: the stage-1 EMA encoder frozen inside it), from config.init_from's weights if set.
+    if config.get("init_from") is not None:
+        return 0, state_from_source(config, workdir, name, mesh), budget_lib.BudgetState()
     frozen = load_encoder_ema(config, workdir, mesh) if name == "decoder" else None
     key = stream_key(config.seed, name, STREAM_INIT)
     state = jax.jit(lambda f: create_state(config, name, key, f), out_shardings=replicated(mesh))(frozen)
     return 0, state, budget_lib.BudgetState()
+
+
+def _has_checkpoint(workdir: str, name: str) -> bool:
+    with ckpt_lib.StageCheckpointer(workdir, name, keep=1000, async_save=False) as ck:
+        return ck.latest_config() is not None
+
+
+def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) -> TrainState:
+    """Stage ``name``'s first state from ``config.init_from`` (:mod:`cfip_jax.train.init_from`): the source's EMA
+    weights as parameters and EMA, a fresh optimiser; stage 2 freezes this workdir's stage-1 EMA encoder, or the
+    source's when this workdir has no stage-1 checkpoint."""
+    source = init_lib.load_source(config.init_from)
+    abstract = abstract_state(config, name)
+    params = init_lib.stage_variables(source, abstract.params, name)
+    frozen = None
+    if name == "decoder":
+        if _has_checkpoint(workdir, "encoder"):
+            frozen = load_encoder_ema(config, workdir, mesh)
+        else:
+            frozen = init_lib.stage_variables(source, abstract.frozen, "encoder")
+            _say("decoder: no stage-1 checkpoint here; the source's encoder is frozen inside stage 2")
+    tx = stage_parts(config, name)[2]
+    state = jax.jit(lambda p, f: TrainState.create(p, tx, f), out_shardings=replicated(mesh))(params, frozen)
+    _say(f"{name}: starting from the weights of {source.path} (sha256 {source.sha256[:12]}…), fresh optimiser")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -459,7 +488,8 @@ def _deleted(state: Any) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] = STAGES, *, hooks=()) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] = STAGES, *, hooks=(),
+        command: str | None = None) -> dict:
     """Train the requested stages in order; returns ``{stage: final TrainState}``.
 
     Args:
@@ -467,12 +497,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] =
       workdir: the run directory (created if needed; must be writable).
       stages: a subset of ``("encoder", "decoder")``.
       hooks: see :func:`train_stage`.
+      command: the command line, recorded in the workdir's lineage (:mod:`cfip_jax.train.lineage`).
     """
     for s in stages:
         V.check_choice(s, STAGES, "stage")
     check_config(config)
+    source = init_lib.check(config)
     ckpt_lib.check_writable(workdir)
-    if jax.process_index() == 0:
+    main = jax.process_index() == 0
+    if main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    return {s: train_stage(config, workdir, s, hooks=hooks) for s in stages}
+        lineage_lib.open_run(workdir, config, source, command)
+    out = {}
+    for s in stages:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out[s] = train_stage(config, workdir, s, hooks=hooks)
+        if main:
+            steps = int(to_host(out[s].step))
+            val_set = "fixed" if config.eval.fixed else "fresh in-distribution datasets"
+            val = lineage_lib.last_validation(read_metrics(workdir), s)
+            lineage_lib.add_stage(workdir, s, steps=steps, datasets=steps * _datasets_per_step(config, s),
+                                  cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall,
+                                  val=val, val_set=val_set)  # fmt: skip
+    return out
+
+
+def _datasets_per_step(config, name: str) -> int:
+    return int(config.data.batch_size) * int(config[name].grad_accum)

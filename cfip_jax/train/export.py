@@ -1,0 +1,66 @@
+"""Turn a ``train.py`` workdir into an export (``model.json`` + ``params.npz``) that carries its lineage.
+
+``train.py`` ends by writing ``{workdir}/export``; the same by hand (or into another directory)::
+
+    python -m cfip_jax.train.export WORKDIR [OUT]
+
+The export's ``model.json`` ``info`` holds the workdir's provenance and ``lineage`` — every run that made the weights
+(:mod:`cfip_jax.train.lineage`). The directory is written beside ``OUT`` under a temporary name and renamed into place,
+so an interrupted export leaves any previous ``OUT`` whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+from cfip_jax import model_io
+from cfip_jax.train import lineage as lineage_lib
+
+DIRNAME = "export"
+
+
+def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> pathlib.Path:
+    """Export the EMA networks of ``workdir``'s latest stage-2 checkpoint with its lineage; returns the directory
+    (default ``{workdir}/export``). Raises ``ValueError`` when the workdir has no stage-2 checkpoint."""
+    workdir = os.fspath(workdir)
+    out = pathlib.Path(out if out is not None else os.path.join(workdir, DIRNAME)).absolute()
+    model = model_io.load_workdir(workdir)
+    runs = lineage_lib.read(workdir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model_io.export(model, tmp, lineage=runs, totals=lineage_lib.totals(runs))
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cfip_jax.train.export", description=__doc__.splitlines()[0])
+    p.add_argument("workdir", help="a train.py workdir with a stage-2 checkpoint")
+    p.add_argument("out", nargs="?", help=f"the export directory (default WORKDIR/{DIRNAME})")
+    args = p.parse_args(argv)
+    try:
+        out = export_workdir(args.workdir, args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

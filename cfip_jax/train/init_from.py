@@ -1,0 +1,138 @@
+"""Continued training: start a run's stages from the weights of an earlier model (``config.init_from``).
+
+``python train.py --config configs/cpu.py --config.init_from=PATH --config.seed=1 --workdir workdir/next`` starts
+each stage that has no checkpoint of its own from PATH — an export (``model.json`` + ``params.npz``, such as the
+shipped model) or a ``train.py`` workdir — instead of a random initialisation:
+
+- stage 1's parameters and EMA are the source's (EMA) encoder; stage 2's are the source's (EMA) decoder, and the
+  encoder frozen inside stage 2 is this workdir's own stage-1 EMA encoder (or, when this run trains only stage 2 and
+  has no stage-1 checkpoint, the source's encoder);
+- the optimiser starts fresh and warms up again over ``optim.warmup_steps``: an export holds no optimiser state, and
+  the source's Adam moments were measured for its own data stream and learning-rate schedule;
+- the run's ``seed`` must differ from every seed of the source's lineage, so that the continuation draws new SCMs
+  (the data stream is ``fold_in(key(seed), step)``; the same seed would replay the source's first datasets).
+
+A source whose architecture differs from the config's (``encoder.model`` / ``decoder.model``) or whose parameter tree
+does not match it is refused with one line naming the first difference, before anything is traced. The source's
+lineage (:mod:`cfip_jax.train.lineage`) is carried into the run's export.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from cfip_jax import model_io
+from cfip_jax.model import TrainedModel
+
+
+class Source(NamedTuple):
+    """A loaded ``init_from`` source.
+
+    Attributes:
+      path: its absolute path.
+      model: its networks and (EMA) variables.
+      sha256: :func:`params_sha256` of its variables.
+      lineage: the runs that made it (oldest first; :func:`cfip_jax.train.lineage.of_info`).
+    """
+
+    path: str
+    model: TrainedModel
+    sha256: str
+    lineage: list
+
+
+def params_sha256(model: TrainedModel) -> str:
+    """SHA-256 over every parameter of both networks (sorted ``/``-joined names, shapes and float32 bytes): the same
+    weights give the same digest whether they come from an export or a workdir."""
+    digest = hashlib.sha256()
+    for net, tree in (("encoder", model.encoder_params), ("decoder", model.decoder_params)):
+        flat = traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+        for name in sorted(flat):
+            value = np.ascontiguousarray(np.asarray(flat[name], np.float32))
+            digest.update(f"{net}/{name}:{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> Source:
+    from cfip_jax.train import lineage as lineage_lib
+
+    model = model_io.load(path)
+    runs = lineage_lib.read(path) or lineage_lib.of_info(model.info)  # a workdir's own record first
+    return Source(path, model, params_sha256(model), runs)
+
+
+def load_source(path: str) -> Source:
+    """The source at ``path`` (read once per process). Raises a one-line ``ValueError`` if it is not a model."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"init_from must be a path to an export or a workdir, got {path!r}")
+    if not os.path.isdir(path):
+        raise ValueError(f"init_from {path!r} is not a directory")
+    return _load(os.path.abspath(path))
+
+
+def _first_difference(source: dict, config: dict, prefix: str) -> str | None:
+    for name in sorted(set(source) | set(config)):
+        a, b = source.get(name, "<absent>"), config.get(name, "<absent>")
+        if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+            a, b = (list(a) if isinstance(a, (list, tuple)) else a), (list(b) if isinstance(b, (list, tuple)) else b)
+        if a != b:
+            return f"{prefix}.{name} is {a!r} there and {b!r} in the config"
+    return None
+
+
+def check(config) -> Source | None:
+    """Validate ``config.init_from`` (None: nothing to do): the source loads, its architecture is the config's and its
+    lineage did not use this run's seed. Returns the source. Raises a one-line ``ValueError``."""
+    path = config.get("init_from")
+    if path is None:
+        return None
+    source = load_source(path)
+    for net in ("encoder", "decoder"):
+        module = getattr(source.model, net)
+        diff = _first_difference(dict(module.config.to_dict()), dict(config[net]["model"]), f"{net}.model")
+        if diff is not None:
+            raise ValueError(f"init_from {path}: its architecture differs: {diff}")
+    used = sorted({int(r["seed"]) for r in source.lineage if r.get("seed") is not None})
+    if int(config.seed) in used:
+        raise ValueError(
+            f"init_from {path}: seed {config.seed} was already used to train it (seeds {used}); pass another "
+            "--config.seed so that the continuation draws new datasets"
+        )
+    return source
+
+
+def stage_variables(source: Source, abstract: Any, name: str) -> Any:
+    """The source's (EMA) variables of stage ``name``'s network, in the structure of ``abstract`` (the stage's
+    abstract ``params``), as float32 device arrays.
+
+    Raises:
+      ValueError: a parameter missing from either side, or a shape that differs.
+    """
+    tree = source.model.encoder_params if name == "encoder" else source.model.decoder_params
+    have = traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    out = []
+    for path, leaf in leaves:
+        key = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+        if key not in have:
+            raise ValueError(f"init_from {source.path}: the {name} has no parameter {key!r}")
+        value = np.asarray(have.pop(key))
+        if value.shape != tuple(leaf.shape):
+            raise ValueError(
+                f"init_from {source.path}: {name} parameter {key!r} has shape {value.shape}, the config's is "
+                f"{tuple(leaf.shape)}"
+            )
+        out.append(jnp.asarray(value, leaf.dtype))
+    if have:
+        raise ValueError(f"init_from {source.path}: the {name} has a parameter the config lacks: {sorted(have)[0]!r}")
+    return jax.tree_util.tree_unflatten(treedef, out)

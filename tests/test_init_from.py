@@ -1,0 +1,131 @@
+"""Continued training (cfip_jax.train.init_from) and the lineage it records (cfip_jax.train.lineage,
+cfip_jax.train.export)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from helpers import assert_trees_equal, tiny_config
+
+from cfip_jax import model_io
+from cfip_jax.train import export as export_lib
+from cfip_jax.train import init_from, lineage, loop
+from cfip_jax.train.parallel import make_mesh, to_host
+
+STEPS = {"encoder.steps": 2, "decoder.steps": 2, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A two-step run of both stages and its export (``{workdir}/export``)."""
+    workdir = str(tmp_path_factory.mktemp("source") / "run")
+    loop.run(tiny_config(**STEPS), workdir)
+    return workdir, str(export_lib.export_workdir(workdir))
+
+
+def test_export_carries_the_run_record(source):
+    workdir, export = source
+    info = json.loads(open(os.path.join(export, model_io.EXPORT_CONFIG)).read())["info"]
+    (run,) = info["lineage"]
+    assert run["seed"] == 0 and run["init_from"] is None and run["start_sha256"] is None
+    for stage in ("encoder", "decoder"):
+        s = run["stages"][stage]
+        assert (s["steps"], s["datasets"]) == (2, 2 * 4)
+        assert s["cpu_s"] > 0 and s["wall_s"] > 0
+        assert "val_rmse_linear" in s["val"]
+    assert info["totals"]["decoder"]["steps"] == 2
+    # The export holds the workdir's EMA weights, bit for bit.
+    assert_trees_equal(model_io.load_export(export).decoder_params, model_io.load_workdir(workdir).decoder_params)
+
+
+def test_sha256_is_the_same_for_an_export_and_its_workdir(source):
+    workdir, export = source
+    a = init_from.params_sha256(model_io.load(workdir))
+    assert a == init_from.params_sha256(model_io.load(export))
+    m = model_io.load(export)
+    bumped = jax.tree.map(lambda x: x, m.decoder_params)
+    leaf = jax.tree.leaves(bumped)[0]
+    bumped = jax.tree.map(lambda x: x + 1e-3 if x is leaf else x, bumped)
+    changed = model_io.TrainedModel(m.encoder, m.encoder_params, m.decoder, bumped, m.info)
+    assert init_from.params_sha256(changed) != a
+
+
+@pytest.mark.parametrize("use_export", [True, False])
+def test_continued_stage_starts_from_the_source_weights(source, tmp_path, use_export):
+    workdir, export = source
+    path = export if use_export else workdir
+    config = tiny_config(**STEPS, init_from=path, seed=1)
+    state = loop.state_from_source(config, str(tmp_path / "next"), "decoder", make_mesh())
+    model = model_io.load(path)
+    assert_trees_equal(state.params, model.decoder_params)
+    assert_trees_equal(state.ema_params, model.decoder_params)
+    assert_trees_equal(state.frozen, model.encoder_params)  # no stage-1 checkpoint here: the source's encoder
+    assert int(to_host(state.step)) == 0
+    tx = loop.stage_parts(config, "decoder")[2]
+    assert_trees_equal(state.opt_state, tx.init(state.params))  # a fresh optimiser
+
+
+def test_continuation_records_its_lineage(source, tmp_path):
+    _, export = source
+    workdir = str(tmp_path / "next")
+    config = tiny_config(**STEPS, init_from=export, seed=1)
+    states = loop.run(config, workdir, ("decoder",), command="python train.py …")
+    out = export_lib.export_workdir(workdir)
+    info = json.loads((out / model_io.EXPORT_CONFIG).read_text())["info"]
+    first, second = info["lineage"]
+    assert first["seed"] == 0 and second["seed"] == 1
+    assert second["init_from"] == os.path.abspath(export)
+    assert second["start_sha256"] == init_from.params_sha256(model_io.load(export))
+    assert second["val_before"]["decoder"] == first["stages"]["decoder"]["val"]
+    assert list(second["stages"]) == ["decoder"] and second["stages"]["decoder"]["steps"] == 2
+    assert second["command"] == "python train.py …"
+    assert info["totals"]["decoder"]["steps"] == 4 and info["totals"]["encoder"]["steps"] == 2
+    # The continued decoder moved away from its start (its parameters: the EMA updates every 10 steps).
+    before = jax.tree.leaves(model_io.load(export).decoder_params)
+    after = jax.tree.leaves(to_host(states["decoder"].params))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seed": 0}, "seed 0 was already used"),
+        ({"seed": 1, "decoder.model.mlp_dim": 64}, "decoder.model.mlp_dim is 32 there and 64 in the config"),
+        ({"seed": 1, "encoder.model.num_layers": 2}, "encoder.model.num_layers is 1 there and 2"),
+    ],
+)
+def test_bad_source_is_refused_before_training(source, tmp_path, overrides, message):
+    _, export = source
+    with pytest.raises(ValueError, match=message) as err:
+        loop.run(tiny_config(**STEPS, init_from=export, **overrides), str(tmp_path / "w"))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_source_and_missing_parameter(source, tmp_path):
+    with pytest.raises(ValueError, match="is not a directory"):
+        init_from.check(tiny_config(init_from=str(tmp_path / "nowhere")))
+    _, export = source
+    src = init_from.load_source(export)
+    flat = dict(src.model.decoder_params["params"])
+    name = sorted(flat)[0]
+    del flat[name]
+    model = model_io.TrainedModel(src.model.encoder, src.model.encoder_params, src.model.decoder, {"params": flat})
+    broken = src._replace(model=model)
+    abstract = loop.abstract_state(tiny_config(), "decoder")
+    with pytest.raises(ValueError, match=f"the decoder has no parameter 'params/{name}"):
+        init_from.stage_variables(broken, abstract.params, "decoder")
+
+
+def test_legacy_export_gives_one_record():
+    info = json.loads(open(os.path.join(os.path.dirname(model_io.__file__), "assets", "pretrained",
+                                        model_io.EXPORT_CONFIG)).read())["info"]  # fmt: skip
+    info.pop("lineage", None)
+    info.pop("totals", None)
+    (run,) = lineage.of_info(info)
+    assert run["seed"] == info["run_config"]["seed"]
+    assert run["stages"]["decoder"]["steps"] == info["decoder_steps"]
+    assert run["stages"]["decoder"]["val"]["val_rmse"] == info["final_validation"]["decoder_val_rmse"]
+    assert lineage.totals([run])["decoder"]["cpu_s"] is None  # wall time only, then
