@@ -365,6 +365,7 @@ class InferredSCM:
                           graph_source=str(meta["graph_source"]),
                           members=V.check_int(meta.get("members", 1), "saved members", minimum=1))  # fmt: skip
             lead = () if fields["members"] == 1 else (fields["members"],)
+            model_lib.check_variables(params, decoder, f"{path}: array decoder/", lead)
             mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
             correction = None
             if meta.get("correction"):

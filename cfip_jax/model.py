@@ -194,3 +194,35 @@ def dummy_inputs(n: int, max_nodes: int, width: int | None = None) -> tuple[jax.
     if width is None:
         return x, adj, mask
     return x, adj, mask, jnp.zeros((1, n, max_nodes, width), jnp.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def abstract_variables(module: DatasetEncoder | CondFiPDecoder) -> Any:
+    """The shapes and dtypes (``jax.ShapeDtypeStruct``) of a network's variables, as its initialisation makes them
+    (they depend on the architecture only, not on the numbers of samples or nodes). Nothing is computed."""
+    if isinstance(module, DatasetEncoder):
+        x, adj, mask = dummy_inputs(4, 3)
+        return jax.eval_shape(lambda: module.init({"params": jax.random.key(0)}, x, adj, mask))
+    _, adj, mask, encoding = dummy_inputs(2, 3, module.config.encoder_dim)
+    queries = jnp.zeros((1, 2, 3), jnp.float32)
+    return jax.eval_shape(lambda: module.init({"params": jax.random.key(0)}, queries, encoding, adj, mask))
+
+
+def check_variables(tree: Any, module: DatasetEncoder | CondFiPDecoder, where: str, lead: tuple[int, ...] = ()) -> None:
+    """Refuse variables (a nested dict of arrays) whose names, shapes or dtypes differ from what ``module``'s
+    initialisation makes (each shape after the leading axes ``lead``, e.g. ``(members,)`` for stacked copies): one
+    ``ValueError`` line, ``where`` followed by the ``/``-joined name of the first one."""
+    from flax import traverse_util
+
+    want = traverse_util.flatten_dict(abstract_variables(module), sep="/")
+    have = traverse_util.flatten_dict(tree, sep="/")
+    net = type(module).__name__
+    for name in sorted(set(want) | set(have)):
+        if name not in have:
+            raise ValueError(f"{where}{name}: missing (the {net} needs it)")
+        if name not in want:
+            raise ValueError(f"{where}{name}: not a variable of the {net}")
+        a, b = have[name], want[name]
+        shape = tuple(lead) + tuple(b.shape)
+        if tuple(a.shape) != shape or a.dtype != b.dtype:
+            raise ValueError(f"{where}{name}: {a.dtype}{list(a.shape)}, the {net} needs {b.dtype}{list(shape)}")

@@ -2,11 +2,14 @@
 
 - ``scm.json``: ``{"format": "cfip_jax.InferredSCM", "format_version": 1, "cfip_jax": version, ...}`` and the SCM's
   metadata (node names, noise model, how it was made, the decoder's architecture);
-- ``arrays.npz``: every array under a ``/``-joined name (read back with ``allow_pickle=False``).
+- ``arrays.npz``: every array under a ``/``-joined name (read back with ``allow_pickle=False``), its manifest (each
+  array's shape, dtype and SHA-256) under ``"arrays"`` in ``scm.json`` (:mod:`cfip_jax.arrays_io`).
 
 :func:`write` builds the directory beside its destination and moves it into place, so a failure leaves nothing
 half-written; it replaces an earlier saved SCM but refuses any other non-empty directory. :func:`read` raises one
-``ValueError`` for a directory that is missing, incomplete, not a saved SCM, or of another format version.
+``ValueError`` for a directory that is missing, incomplete, not a saved SCM, or of another format version, and for
+arrays that are damaged, edited, missing, unlisted or not finite (:func:`cfip_jax.arrays_io.read_npz`). A saved SCM
+written before manifests is read with a warning.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -23,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 import cfip_jax
+from cfip_jax import arrays_io
 
 FORMAT = "cfip_jax.InferredSCM"
 FORMAT_VERSION = 1
@@ -66,20 +68,13 @@ def write(
     """Write ``meta`` and ``arrays`` (and ``summary`` as ``summary.json``) as a saved SCM at ``path`` (see the module
     docstring); returns the directory."""
     out = check_target(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        record = dict(format=FORMAT, format_version=FORMAT_VERSION, cfip_jax=cfip_jax.__version__, **meta)
+    with arrays_io.atomic_directory(out) as tmp:
+        listed = arrays_io.write_npz(tmp / ARRAYS, arrays)
+        record = dict(format=FORMAT, format_version=FORMAT_VERSION, cfip_jax=cfip_jax.__version__, **meta,
+                      arrays=listed)  # fmt: skip
         (tmp / META).write_text(json.dumps(record, indent=1))
-        np.savez_compressed(tmp / ARRAYS, **arrays)
         if summary is not None:
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -102,9 +97,5 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
             f"{path}: saved with format version {meta.get('format_version')!r} (cfip_jax {meta.get('cfip_jax')}); "
             f"this cfip_jax {cfip_jax.__version__} reads version {FORMAT_VERSION}"
         )
-    try:
-        with np.load(path / ARRAYS, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: {ARRAYS} cannot be read ({err})") from None
+    arrays = arrays_io.read_npz(path / ARRAYS, meta.pop("arrays", None), listed_in=META)
     return meta, arrays

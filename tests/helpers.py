@@ -34,3 +34,24 @@ def assert_trees_equal(a, b):
 def saved_steps(workdir, stage="encoder"):
     """The steps of the checkpoints kept for ``stage`` in ``workdir``."""
     return sorted(int(s) for s in os.listdir(os.path.join(workdir, stage, "checkpoints")) if s.isdigit())
+
+
+def random_model(seed: int = 0):
+    """A small Cond-FiP model with random weights (``CondFiP``): the properties tested with it hold for any
+    DAG-respecting mechanism."""
+    import jax.numpy as jnp
+
+    from cfip_jax import model_io
+    from cfip_jax.api import CondFiP
+    from cfip_jax.nn.arch import decoder_arch, encoder_arch
+    from cfip_jax.nn.decoder import CondFiPDecoder
+    from cfip_jax.nn.encoder import DatasetEncoder
+
+    enc_cfg = encoder_arch("small")
+    dec_cfg = decoder_arch("small", encoder_dim=enc_cfg.d_model, dropout=0.0)
+    enc, dec = DatasetEncoder(config=enc_cfg), CondFiPDecoder(config=dec_cfg)
+    x, adj, mask = jnp.zeros((1, 8, 4)), jnp.zeros((1, 4, 4)), jnp.ones((1, 4), bool)
+    enc_params = enc.init(jax.random.key(seed), x, adj, mask)
+    encoding = enc.apply(enc_params, x, adj, mask, method="encode")
+    dec_params = dec.init(jax.random.key(seed + 1), x, encoding, adj, mask)
+    return CondFiP(model_io.TrainedModel(enc, enc_params, dec, dec_params, {"note": "random weights"}))

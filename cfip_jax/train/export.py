@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import shutil
 import sys
-import tempfile
 
 from cfip_jax import model_io
 from cfip_jax.train import lineage as lineage_lib
@@ -31,20 +29,7 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = N
     out = pathlib.Path(out if out is not None else os.path.join(workdir, DIRNAME)).absolute()
     model = model_io.load_workdir(workdir)
     runs = lineage_lib.read(workdir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model_io.export(model, tmp, lineage=runs, totals=lineage_lib.totals(runs))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    model_io.export(model, out, lineage=runs, totals=lineage_lib.totals(runs))
     return out
 
 
