@@ -64,7 +64,24 @@ def _to_numpy_data(data: Any, nodes: Sequence[str] | None) -> tuple[np.ndarray, 
         raise ValueError(f"{len(names)} node names given for data with {d} columns")
     if len(set(names)) != d:
         raise ValueError("node names must be unique")
+    unnamed = [k + 1 for k, v in enumerate(names) if not v.strip()]
+    if unnamed:
+        raise ValueError(f"column {unnamed[0]} has no name (node names must be non-empty)")
     return arr, names, kind
+
+
+def _statistics(arr: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation ``[d]`` (float64, computed without overflow); refuses constant columns
+    and columns whose spread float32 cannot hold."""
+    wide = arr.astype(np.float64)
+    mean, std = wide.mean(axis=0), wide.std(axis=0, ddof=1)
+    constant = [names[j] for j in np.flatnonzero(std == 0)]
+    if constant:
+        raise ValueError(f"constant column(s): {', '.join(constant)}")
+    huge = [names[j] for j in np.flatnonzero(~np.isfinite(std.astype(np.float32)) | (std > 1e30))]
+    if huge:
+        raise ValueError(f"column(s) {', '.join(huge)} spread too widely for float32 (standard deviation > 1e30)")
+    return mean, std
 
 
 def _resolve(node: Any, names: Sequence[str]) -> int:
@@ -101,8 +118,8 @@ def graph_to_adjacency(graph: Any, names: Sequence[str]) -> np.ndarray:
             if not isinstance(edge, (list, tuple)) or len(edge) != 2:
                 raise ValueError(f"edges must be (parent, child) pairs, got {edge!r}")
             adj[_resolve(edge[0], names), _resolve(edge[1], names)] = 1.0
-        return V.check_dag(adj, "graph", d)
-    return V.check_dag(np.asarray(graph), "graph", d)
+        return V.check_dag(adj, "graph", d, names)
+    return V.check_dag(np.asarray(graph), "graph", d, names)
 
 
 def _reachable(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -486,15 +503,11 @@ class CondFiP:
         if structure is not None:
             structure_lib.check_learner(structure)
         arr, names, kind = _to_numpy_data(data, nodes)
-        std = arr.std(axis=0, ddof=1)
-        constant = [names[j] for j in np.flatnonzero(std == 0)]
-        if constant:
-            raise ValueError(f"constant column(s): {', '.join(constant)}")
+        mean, std = _statistics(arr, names)
         if graph is None:
             adj, _ = structure_lib.discover(arr, structure)
         else:
             adj = graph_to_adjacency(graph, names)
-        mean = arr.mean(axis=0)
         z = jnp.asarray((arr - mean) / std, jnp.float32)
         adj_b = jnp.asarray(adj)[None]
         rows = self.context_rows(arr.shape[0], max_context)

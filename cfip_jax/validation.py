@@ -103,13 +103,14 @@ def find_cycle(adj: np.ndarray) -> list[int] | None:
     return None
 
 
-def check_dag(adj: Any, name: str = "graph", d: int | None = None) -> np.ndarray:
+def check_dag(adj: Any, name: str = "graph", d: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
     """Validate a single adjacency matrix and return it as float32 ``[d, d]``.
 
     Args:
       adj: ``[d, d]`` array with ``adj[i, j] = 1`` for the edge ``i -> j``.
       name: how the argument is called in error messages.
       d: if given, the number of nodes the data has.
+      names: the nodes' names, used in the messages (default: their indices).
 
     Raises:
       ValueError: not square, not of size ``d``, not binary, non-finite, with a self-loop, or cyclic.
@@ -121,12 +122,13 @@ def check_dag(adj: Any, name: str = "graph", d: int | None = None) -> np.ndarray
         raise ValueError(f"{name} has {arr.shape[0]} nodes but the data has {d} columns")
     if not np.all((arr == 0) | (arr == 1)):
         raise ValueError(f"{name} must be binary (0/1 entries)")
+    label = (lambda i: repr(str(names[i]))) if names is not None and len(names) == arr.shape[0] else str
     loops = np.flatnonzero(np.diag(arr))
     if loops.size:
-        raise ValueError(f"{name} has a self-loop at node {int(loops[0])}")
+        raise ValueError(f"{name} has a self-loop at node {label(int(loops[0]))}")
     cycle = find_cycle(arr)
     if cycle is not None:
-        raise ValueError(f"{name} is cyclic: {' -> '.join(map(str, cycle + cycle[:1]))}")
+        raise ValueError(f"{name} is cyclic: {' -> '.join(label(int(i)) for i in cycle + cycle[:1])}")
     return arr.astype(np.float32)
 
 
@@ -137,4 +139,7 @@ def check_data(x: Any, name: str = "data", *, min_rows: int = 2) -> np.ndarray:
         raise ValueError(f"{name} must have shape [n, d], got shape {arr.shape}")
     if arr.shape[-2] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[-2]}")
-    return arr.astype(np.float32)
+    out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} holds values beyond float32's range (|x| > 3.4e38): rescale them")
+    return out
