@@ -64,7 +64,8 @@ def test_pandas_in_pandas_out_and_round_trips(model, frame):
 
 
 def test_samples_are_in_user_units_and_noise_models_differ(model, frame):
-    scm = model.fit(frame, EDGES)
+    assert model.fit(frame, EDGES).noise_model == "empirical"  # the default: what serves real data
+    scm = model.fit(frame, EDGES, noise_model="gaussian")
     sample = scm.sample(500, jax.random.key(0))
     assert isinstance(sample, pd.DataFrame) and sample.shape == (500, 4)
     # root 'a' is a constant plus Gaussian noise fitted to its abducted noise: its mean and spread match the data

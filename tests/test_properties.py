@@ -1,8 +1,8 @@
 """Inputs tried by the hundred (Hypothesis): the public API's ``fit`` / ``sample`` / ``intervene`` /
-``counterfactual`` and the command line's parsers, fed generated frames (NaN, inf, huge, constant, duplicate or
-unnamed columns, one row), graphs (cycles, self-loops, unknown names, duplicate edges), node-value maps and sizes.
-Every call returns finite values of the right shape or raises one ``ValueError`` line — never another exception type,
-never NaN.
+``counterfactual`` / ``effect`` and the command line's parsers, fed generated frames (NaN, inf, huge, constant,
+duplicate or unnamed columns, one row), graphs (cycles, self-loops, unknown names, duplicate edges), node-value maps
+and sizes. Every call returns finite values of the right shape or raises one ``ValueError`` line — never another
+exception type, never NaN.
 
 Examples are drawn from a fixed seed (``derandomize``) in a bounded number, so CI runs the same cases every time;
 ``HYPOTHESIS_PROFILE=explore`` draws fresh, more numerous ones.
@@ -71,8 +71,9 @@ edges = st.lists(st.tuples(st.sampled_from(NAMES + ("zz",)), st.sampled_from(NAM
 NODE_VALUES = st.dictionaries(st.sampled_from(NAMES + NAMES + ("zz",)), VALUES, min_size=1, max_size=2)
 
 
-@given(frame=frames(), graph=edges, values=NODE_VALUES, n=st.sampled_from([5, 1, 0, -1]))
-def test_fit_and_its_verbs_are_finite_or_refuse(model, frame, graph, values, n):
+@given(frame=frames(), graph=edges, values=NODE_VALUES, n=st.sampled_from([5, 1, 0, -1]),
+       outcome=st.sampled_from(NAMES + ("zz",)))  # fmt: skip
+def test_fit_and_its_verbs_are_finite_or_refuse(model, frame, graph, values, n, outcome):
     scm = _valid_or_value_error(lambda: model.fit(frame, graph))
     if scm is None:
         return
@@ -84,6 +85,8 @@ def test_fit_and_its_verbs_are_finite_or_refuse(model, frame, graph, values, n):
         if out is not None:
             assert out.shape == (rows, d)
             assert np.all(np.isfinite(np.asarray(out))), (values, n)
+    effect = _valid_or_value_error(lambda: scm.effect(outcome, values, n=n, key=key))
+    assert effect is None or np.isfinite(effect)
 
 
 @given(text=st.lists(st.lists(st.one_of(st.sampled_from(["a", "b", "", " ", "nan", "inf", "1e400", "x,y", "NA"]),

@@ -132,7 +132,7 @@ def fit_gcm(
     *,
     model: api.CondFiP | None = None,
     refine: int | str | None = None,
-    noise_model: str = "gaussian",
+    noise_model: str = "empirical",
 ) -> api.InferredSCM:
     """Fit Cond-FiP on ``causal_model``'s graph and assign its mechanisms to the model's nodes (in place).
 

@@ -1,0 +1,173 @@
+"""Uncertainty by the bootstrap: Cond-FiP fitted to B resamples of the rows at once, and effects with intervals.
+
+A zero-shot fit is one forward pass (paper §3: the encoder reads the dataset, the decoder is conditioned on its
+embedding), so B refits cost one batched pass: :func:`fit_resamples` standardises each resample with its own
+statistics, encodes its first ``n_ctx`` rows and abducts its noise, for all B resamples in one compiled call (in
+chunks of ``chunk`` resamples, to bound memory). :class:`BootstrapSCM` holds the B conditioned decoders along a
+leading axis and answers with the spread:
+
+- :meth:`BootstrapSCM.effect` → :class:`Effect`: the point estimate (the fit to all rows), the percentile interval of
+  the B resampled effects at ``level``, and the B values;
+- :meth:`BootstrapSCM.sample` / :meth:`BootstrapSCM.intervene`: ``[B, n, d]`` samples, one set per resample.
+
+What the interval covers: the fit's sampling variability — how much the inferred SCM, and so the effect, moves when
+the rows are redrawn — given the graph and the trained model. It does not cover the model's bias (a mechanism the
+zero-shot model infers wrongly on every resample moves every resampled effect alike), nor an error in the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cfip_jax import fixed_point
+from cfip_jax import model as model_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+    """An average causal effect E[Y | do(a)] − E[Y | baseline] in the data's units, with its bootstrap interval.
+
+    Attributes:
+      estimate: the effect under the SCM fitted to all rows.
+      low, high: the percentile interval of ``values`` at ``level``.
+      level: the interval's nominal coverage.
+      values: ``[B]`` the effect under each resample's SCM.
+      outcome: the outcome node's name.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    values: np.ndarray
+    outcome: str
+
+    def to_dict(self) -> dict:
+        """JSON-able (the resampled values as a list)."""
+        return dict(outcome=self.outcome, estimate=self.estimate, low=self.low, high=self.high, level=self.level,
+                    n_boot=int(len(self.values)), values=[float(v) for v in self.values])  # fmt: skip
+
+
+def resample_rows(key: jax.Array, n: int, n_boot: int) -> np.ndarray:
+    """``[n_boot, n]`` row indices drawn with replacement."""
+    return np.asarray(jax.random.randint(key, (n_boot, n), 0, n))
+
+
+@functools.partial(jax.jit, static_argnames=("encoder", "decoder", "n_ctx", "chunk"))
+def _fit(encoder, decoder, encoder_params, decoder_params, x, adj, *, n_ctx, chunk):
+    """``x [B, n, d]`` (raw rows of each resample) → ``(cond [B, 1, d, D], mean, std [B, d], noise [B, n, d])``."""
+    mean = x.mean(axis=1)
+    std = x.std(axis=1, ddof=1)
+    std = jnp.where(std > 0, std, 1.0)  # a column constant in a resample: its values stay where they are
+    z = (x - mean[:, None, :]) / std[:, None, :]
+    model = model_lib.TrainedModel(encoder, encoder_params, decoder, decoder_params)
+
+    def one(zb):
+        cond = model_lib.condition(model, zb[None, :n_ctx], adj[None])
+        fz = decoder.apply(decoder_params, zb[None], cond, adj[None], None, method="decode", affine=None)[0]
+        return cond, zb - fz
+
+    cond, noise = jax.lax.map(one, z, batch_size=chunk)
+    cond = jax.tree.map(lambda a: a[:, 0], cond)  # [B, 1, d, D]: one dataset per resample
+    return cond, mean, std, noise
+
+
+def fit_resamples(model: model_lib.TrainedModel, x: np.ndarray, adj: np.ndarray, rows: np.ndarray, *,
+                  n_ctx: int, chunk: int = 10) -> tuple:  # fmt: skip
+    """The B resamples ``x[rows[b]]`` fitted in one compiled call: ``(cond, mean [B, d], std [B, d], noise
+    [B, n, d])`` (standardised noise).
+
+    Args:
+      model: the trained networks.
+      x: ``[n, d]`` the data (validated, float32).
+      adj: ``[d, d]`` the DAG.
+      rows: ``[B, n]`` the resamples' row indices.
+      n_ctx: rows of each resample the encoder reads (its first ``n_ctx``; the resample is already random).
+      chunk: resamples per batched pass (memory: the encoder's attention grows as ``chunk × n_ctx²``).
+    """
+    xb = jnp.asarray(np.asarray(x, np.float32)[rows])
+    return _fit(model.encoder, model.decoder, model.encoder_params, model.decoder_params, xb,
+                jnp.asarray(adj, jnp.float32), n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))  # fmt: skip
+
+
+@flax.struct.dataclass
+class BootstrapSCM:
+    """B SCMs fitted to resamples of the rows (leading axis B), and the SCM fitted to all of them (``point``).
+
+    Build it with :meth:`cfip_jax.CondFiP.bootstrap`. Noise, statistics and conditioning are standardised per
+    resample, as a refit would do; results are in the data's units.
+    """
+
+    point: Any  # the InferredSCM of all rows
+    cond: Any
+    mean: jax.Array  # [B, d]
+    std: jax.Array  # [B, d]
+    noise_data: jax.Array  # [B, n, d]
+    adj: jax.Array
+    decoder: Any = flax.struct.field(pytree_node=False, default=None)
+    decoder_params: Any = None
+    level: float = flax.struct.field(pytree_node=False, default=0.95)
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.point.nodes
+
+    def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
+        """``[B, n, d]`` new standardised noise from each resample's noise model (the point SCM's kind)."""
+        b, d = self.n_boot, len(self.nodes)
+        if self.point.noise_model == "gaussian":
+            mu = self.noise_data.mean(1, keepdims=True)
+            sd = self.noise_data.std(1, ddof=1, keepdims=True)
+            return mu + sd * jax.random.normal(key, (b, n, d))
+        idx = jax.random.randint(key, (b, n, d), 0, self.noise_data.shape[1])
+        return jnp.take_along_axis(self.noise_data, idx, axis=1)
+
+    def _solve(self, noise: jax.Array, mask=None, vals=None) -> jax.Array:
+        adj_b = jnp.broadcast_to(self.adj, (self.n_boot, *self.adj.shape))
+        at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, self.cond, adj_b, None)
+        return fixed_point.solve_by_level(at, noise, np.asarray(self.adj), mask, vals)
+
+    def _raw(self, z: jax.Array) -> jax.Array:
+        return z * self.std[:, None, :] + self.mean[:, None, :]
+
+    def _standardised(self, values: np.ndarray | None) -> jax.Array | None:
+        return None if values is None else (jnp.asarray(values)[None, :] - self.mean) / self.std
+
+    def sample(self, n: int, key: jax.Array) -> np.ndarray:
+        """``[B, n, d]`` observational samples, ``n`` per resample's SCM, in the data's units."""
+        self.point._fresh_noise(n, key)  # validates n
+        return np.asarray(self._raw(self._solve(self._fresh_noise(n, key))))
+
+    def intervene(self, values, n: int, key: jax.Array) -> np.ndarray:
+        """``[B, n, d]`` samples under the hard intervention ``values={node: a}`` (data units), per resample."""
+        self.point._fresh_noise(n, key)
+        mask, raw = self.point.intervention_values(values)
+        z = self._solve(self._fresh_noise(n, key), mask, self._standardised(raw))
+        return np.asarray(self._raw(z))
+
+    def effect(self, outcome, do, baseline=None, *, n: int = 1000, key: jax.Array) -> Effect:
+        """E[outcome | do] − E[outcome | baseline] (observational when None) under every resample's SCM, with the
+        point estimate from the SCM of all rows; see :meth:`cfip_jax.api.InferredSCM.effect` for the arguments."""
+        j, (mask, raw), base = self.point.effect_plan(outcome, do, baseline, n)
+        noise = self._fresh_noise(n, key)  # the same noise under both: the difference is free of sampling noise
+        treated = self._solve(noise, mask, self._standardised(raw))[..., j].mean(-1)
+        if base is None:
+            control = self._solve(noise)[..., j].mean(-1)
+        else:
+            control = self._solve(noise, base[0], self._standardised(base[1]))[..., j].mean(-1)
+        values = np.asarray((treated - control) * self.std[:, j], np.float64)
+        alpha = (1.0 - self.level) / 2.0
+        low, high = np.quantile(values, [alpha, 1.0 - alpha])
+        estimate = self.point.effect(outcome, do, baseline, n=n, key=key)
+        return Effect(float(estimate), float(low), float(high), self.level, values, self.nodes[j])

@@ -1,0 +1,149 @@
+"""Effects and their bootstrap intervals (InferredSCM.effect, CondFiP.bootstrap, cfip_jax.bootstrap, the CLI's
+``effect``): the linear closed form, the batched fit equal to fitting each resample, bad input refused up front."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import random_model
+from jax.tree_util import Partial
+
+from cfip_jax import cli, model_io
+from cfip_jax.api import InferredSCM
+from cfip_jax.bench import bootstrap as bench
+
+
+def _matmul(w, z):
+    return z @ w
+
+
+def _linear(w, mean, std):
+    """An InferredSCM whose standardised mechanism is z ↦ z W (nodes in topological order)."""
+    d = w.shape[0]
+    return InferredSCM(mechanism_fn=Partial(_matmul, jnp.asarray(w, jnp.float32)), mechanism_at=None,
+                       adj=jnp.asarray((w != 0).astype(np.float32)), mean=jnp.asarray(mean, jnp.float32),
+                       std=jnp.asarray(std, jnp.float32),
+                       noise_data=jnp.asarray(np.random.default_rng(0).normal(size=(50, d)), jnp.float32),
+                       nodes=tuple(f"x{i}" for i in range(d)))  # fmt: skip
+
+
+def test_effect_is_the_total_effect_of_a_linear_scm():
+    rng = np.random.default_rng(1)
+    d = 5
+    w = np.triu(rng.uniform(0.5, 1.5, (d, d)) * (rng.random((d, d)) < 0.8), 1)
+    mean, std = rng.normal(size=d), rng.uniform(0.5, 3.0, d)
+    scm = _linear(w, mean, std)
+    total = np.linalg.inv(np.eye(d) - w)  # standardised total effects
+    key = jax.random.key(0)
+    # do(x0 = 2) against do(x0 = -1), in user units: Δz0 = 3 / std0, Δx4 = std4 · total[0, 4] · Δz0
+    got = scm.effect("x4", {"x0": 2.0}, {"x0": -1.0}, n=64, key=key)
+    np.testing.assert_allclose(got, std[4] * total[0, 4] * 3.0 / std[0], rtol=1e-4)
+    # two treatments at once: x1's own effect with x0 held fixed is the cut system's
+    cut = w.copy()
+    cut[:, :2] = 0.0
+    through = np.linalg.inv(np.eye(d) - cut)
+    got = scm.effect(4, {0: 0.0, 1: 1.0}, {0: 0.0, 1: 0.0}, n=64, key=key)
+    np.testing.assert_allclose(got, std[4] * (w[1] @ through[:, 4]) / std[1], rtol=1e-4)
+    # against the observational mean: the mean of std4 · total[0, 4] · (a − z0) over the same noise draws
+    obs = np.asarray(scm.sample(64, key))
+    got = scm.effect("x4", {"x0": 2.0}, n=64, key=key)
+    np.testing.assert_allclose(got, std[4] * total[0, 4] * np.mean((2.0 - obs[:, 0]) / std[0]), rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("nope", {"x0": 1.0}), "unknown node 'nope'"),
+        (("x0", {"x0": 1.0}), "'x0' is also intervened on"),
+        (("x2", {"x0": float("nan")}), "do for x0 is not finite"),
+        (("x2", {}), "at least one node"),
+        (("x2", {"x0": 1.0}, {"x2": 0.0}), "'x2' is also intervened on"),
+    ],
+)
+def test_bad_effect_queries_are_refused(args, message):
+    scm = _linear(np.triu(np.ones((3, 3)), 1), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match=message):
+        scm.effect(*args, key=jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def frame():
+    rng = np.random.default_rng(0)
+    a = rng.normal(3.0, 2.0, 40)
+    b = 0.5 * a + rng.normal(0, 1, 40)
+    return pd.DataFrame({"a": a, "b": b, "c": np.sin(b) + rng.normal(0, 0.3, 40)})
+
+
+EDGES = [("a", "b"), ("b", "c")]
+
+
+def test_batched_fit_equals_fitting_each_resample(model, frame):
+    key = jax.random.key(3)
+    boot = model.bootstrap(frame, EDGES, 4, key=key)
+    rows = np.asarray(jax.random.randint(key, (4, len(frame)), 0, len(frame)))
+    for b in range(4):
+        one = model.fit(frame.iloc[rows[b]], EDGES)
+        np.testing.assert_allclose(boot.std[b], one.std, rtol=1e-5)
+        np.testing.assert_allclose(boot.noise_data[b], one.noise_data, atol=2e-4)
+    e = boot.effect("c", {"a": 5.0}, {"a": 1.0}, n=200, key=jax.random.key(0))
+    assert e.values.shape == (4,) and np.all(np.isfinite(e.values))
+    assert np.quantile(e.values, 0.025) == pytest.approx(e.low) and e.low <= e.high and e.level == 0.95
+    assert e.estimate == pytest.approx(boot.point.effect("c", {"a": 5.0}, {"a": 1.0}, n=200, key=jax.random.key(0)))
+    assert boot.sample(7, jax.random.key(1)).shape == (4, 7, 3)
+    moved = boot.intervene({"a": 5.0}, 7, jax.random.key(1))
+    np.testing.assert_allclose(moved[..., 0], 5.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_boot=1), "n_boot must be >= 2"),
+        (dict(level=1.0), "level must be in"),
+        (dict(level=0.0), "level must be in"),
+        (dict(refine="closed-form"), "zero-shot only"),
+    ],
+)
+def test_bad_bootstrap_arguments_are_refused(model, frame, kwargs, message):
+    args = dict(n_boot=3) | kwargs
+    with pytest.raises(ValueError, match=message):
+        model.bootstrap(frame, EDGES, args.pop("n_boot"), key=jax.random.key(0), **args)
+
+
+def test_effect_command_line(model, frame, tmp_path, capsys):
+    export = model_io.export(model.model, tmp_path / "model")
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+    edges = tmp_path / "e.csv"
+    edges.write_text("parent,child\na,b\nb,c\n")
+    argv = ["effect", str(data), "--graph", str(edges), "--outcome", "c", "--do", "a=5", "--model", str(export)]
+    assert cli.main(argv + ["--bootstrap", "3", "--out", str(tmp_path / "e.json")]) == 0
+    out = json.loads((tmp_path / "e.json").read_text())
+    assert out["outcome"] == "c" and len(out["values"]) == 3 and out["low"] <= out["high"]
+    assert "95 % bootstrap interval, 3 resamples" in capsys.readouterr().out
+    bad = [(["--bootstrap", "1"], "at least 2"), (["--level", "2"], "--level"),
+           (["--baseline", "c=1"], "also intervened on"), (["--do", "zz=1"], "unknown node")]  # fmt: skip
+    for extra, message in bad:
+        assert cli.main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert cli.main([*argv[:4], "--outcome", "zz", "--do", "a=1"]) == 2
+
+
+def test_coverage_machinery_uses_the_true_total_effect():
+    rng = np.random.default_rng(0)
+    x, adj, w = bench.linear_scm(rng, 6, 4000)
+    i, j, truth = bench.pick_pair(rng, w)
+    # the data's regression of x_j on x_i and x_i's parents recovers the total effect the benchmark scores against
+    parents = np.flatnonzero(adj[:, i])
+    design = np.column_stack([x[:, i], x[:, parents], np.ones(len(x))])
+    assert np.linalg.lstsq(design, x[:, j], rcond=None)[0][0] == pytest.approx(truth, abs=0.1)
+    result = bench.coverage(random_model(), trials=2, d=4, n=30, n_boot=3)
+    assert result["trials"] == 2 and 0.0 <= result["coverage"] <= 1.0 and result["median_rel_error"] >= 0
