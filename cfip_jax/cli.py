@@ -384,6 +384,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from cfip_jax import compilation_cache
+
+    compilation_cache.enable()  # a second run reads its compiled programs back (CFIP_JAX_CACHE_DIR="" turns it off)
     if args.command == "fit" and args.graph.lower() == "none" and args.structure is None:
         args.structure = "ges"
     try:

@@ -329,8 +329,10 @@ def test_quickstart_notebook_executes(tmp_path):
     ).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "MMD(zero-shot samples, held-out)" in text and "MMD(refined samples, held-out)" in text
+    assert "empirical noise: MMD" in text and "gaussian  noise: MMD" in text
+    assert "95 % bootstrap interval" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2
+    assert len(images) >= 3
 
 
 def test_closed_form_refinement_corrects_without_gradient_steps_and_survives_save_and_load(model, frame, tmp_path):

@@ -1,0 +1,84 @@
+"""The zero-shot model's curve across runs: fixed-set stage-2 RMSE against cumulative training datasets.
+
+Reads the first run's recorded points (``docs/training_study/run1_decoder_curve.json``) and the ``metrics.jsonl`` of
+each continued run (``--run WORKDIR``, in order; each run's datasets are counted after the previous runs' total),
+fits a power law ``rmse = a · datasets^(−b)`` to the first run's points after its first 2,000 steps and to the end
+of each later run (after its learning-rate decay), and prints where the law reaches ``--targets``. Writes the plot (log-log) and
+the points as JSON.
+
+    python scripts/lineage_curve.py --run workdir/cont1 --png docs/training_study/lineage.png \\
+        --json docs/training_study/lineage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HISTORY = os.path.join(HERE, "..", "docs", "training_study", "run1_decoder_curve.json")
+
+
+def run_points(workdir: str, offset: int, per_step: int) -> list[tuple[int, float]]:
+    points = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("stage") == "decoder" and "val_rmse" in r:
+                points.append((offset + per_step * int(r["step"]), float(r["val_rmse"])))
+    return points
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", action="append", default=[], help="a continued run's workdir (repeatable, in order)")
+    p.add_argument("--per-step", type=int, default=4, help="datasets per step of the continued runs")
+    p.add_argument("--targets", default="0.20,0.158", help="RMSE levels to locate on the fitted law")
+    p.add_argument("--png")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    with open(HISTORY) as f:
+        history = json.load(f)
+    runs = [[(s * history["datasets_per_step"], v) for s, v in history["points"]]]
+    for workdir in args.run:
+        runs.append(run_points(workdir, runs[-1][-1][0], args.per_step))
+    ends = [r[-1] for r in runs]
+    fit_pts = np.asarray(runs[0][1:] + ends[1:], np.float64)  # run 1 after its first 2,000 steps, later runs' ends
+    b, log_a = np.polyfit(np.log(fit_pts[:, 0]), np.log(fit_pts[:, 1]), 1)
+    law = dict(a=float(np.exp(log_a)), b=float(-b))
+    targets = {t: float((t / law["a"]) ** (-1.0 / law["b"])) for t in map(float, args.targets.split(","))}
+    print(f"power law on {len(fit_pts)} points: rmse = {law['a']:.4g} · datasets^(−{law['b']:.4f})")
+    for t, n in targets.items():
+        print(f"  reaches {t:.3f} at about {n:,.0f} datasets ({n / ends[-1][0]:.1f}× the {ends[-1][0]:,} so far)")
+    out = dict(runs=runs, law=law, targets=targets)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for k, pts in enumerate(runs):
+            arr = np.asarray(pts)
+            ax.plot(arr[:, 0], arr[:, 1], "o-", ms=3, label=f"run {k + 1}" + (" (from scratch)" if k == 0 else ""))
+        grid = np.geomspace(fit_pts[:, 0].min(), max(targets.values()) * 1.2, 100)
+        ax.plot(grid, law["a"] * grid ** (-law["b"]), "k--", lw=1, label=f"fit: {law['a']:.3g}·N^(−{law['b']:.3f})")
+        for t, n in targets.items():
+            ax.axhline(t, color="grey", lw=0.5)
+            ax.annotate(f"{t:.3f} at {n:.2g} datasets", (grid[0], t), fontsize=7, va="bottom")
+        ax.set(xscale="log", yscale="log", xlabel="cumulative stage-2 training datasets",
+               ylabel="fixed-set stage-2 RMSE (EMA)")  # fmt: skip
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+    return out
+
+
+if __name__ == "__main__":
+    main()
