@@ -143,7 +143,7 @@ def fit_gcm(
       data: a DataFrame holding a column for every node of the graph (other columns are ignored).
       model: the Cond-FiP model (default: the pretrained one).
       refine: as :meth:`cfip_jax.CondFiP.fit` (None: zero-shot; an int; ``"auto"``; ``"closed-form"``).
-      noise_model: ``"gaussian"`` or ``"empirical"`` noise models for the non-root nodes.
+      noise_model: ``"empirical"`` (default) or ``"gaussian"`` noise models for the non-root nodes.
 
     Returns:
       The :class:`~cfip_jax.api.InferredSCM` the mechanisms come from.
