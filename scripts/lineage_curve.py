@@ -3,8 +3,8 @@
 Reads the first run's recorded points (``docs/training_study/run1_decoder_curve.json``) and the ``metrics.jsonl`` of
 each continued run (``--run WORKDIR``, in order; each run's datasets are counted after the previous runs' total),
 fits a power law ``rmse = a · datasets^(−b)`` to the first run's points after its first 2,000 steps and to the end
-of each later run (after its learning-rate decay), and prints where the law reaches ``--targets``. Writes the plot (log-log) and
-the points as JSON.
+of each later run (after its learning-rate decay), and prints where the law reaches ``--targets``. Writes the plot
+(log-log) and the points as JSON.
 
     python scripts/lineage_curve.py --run workdir/cont1 --png docs/training_study/lineage.png \\
         --json docs/training_study/lineage.json
