@@ -77,10 +77,6 @@ def main(argv):
         sys.exit(130)  # the checkpoint is already saved (see the message above)
     if jax.process_index() == 0:
         print(f"done: {', '.join(stages)} trained; metrics in {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
-        if "decoder" in stages:
-            from cfip_jax.train.export import export_workdir
-
-            print(f"export (weights, model.json with the lineage): {export_workdir(_WORKDIR.value)}")
 
 
 def parse_flags(argv):

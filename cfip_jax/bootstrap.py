@@ -28,6 +28,7 @@ import numpy as np
 
 from cfip_jax import fixed_point
 from cfip_jax import model as model_lib
+from cfip_jax import validation as V
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +147,12 @@ class BootstrapSCM:
 
     def sample(self, n: int, key: jax.Array) -> np.ndarray:
         """``[B, n, d]`` observational samples, ``n`` per resample's SCM, in the data's units."""
-        self.point._fresh_noise(n, key)  # validates n
+        V.check_int(n, "n", minimum=1)
         return np.asarray(self._raw(self._solve(self._fresh_noise(n, key))))
 
     def intervene(self, values, n: int, key: jax.Array) -> np.ndarray:
         """``[B, n, d]`` samples under the hard intervention ``values={node: a}`` (data units), per resample."""
-        self.point._fresh_noise(n, key)
+        V.check_int(n, "n", minimum=1)
         mask, raw = self.point.intervention_values(values)
         z = self._solve(self._fresh_noise(n, key), mask, self._standardised(raw))
         return np.asarray(self._raw(z))

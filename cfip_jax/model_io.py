@@ -1,15 +1,15 @@
-"""Trained Cond-FiP models: load them from a training workdir, export them compactly, load an export.
+"""Trained Cond-FiP models: export them compactly and load an export.
 
 A :class:`~cfip_jax.model.TrainedModel` holds the two networks and their EMA parameters (what validation and inference
 use).
 
-- :func:`load_workdir` reads the latest stage-2 checkpoint of a ``train.py`` workdir (it holds the frozen stage-1 EMA
-  encoder and the decoder's EMA parameters) and the run config stored beside it.
 - :func:`export` writes ``model.json`` (the model configs, provenance and each array's shape, dtype and SHA-256) and
   ``params.npz`` (every parameter under a ``/``-joined path; read back with ``allow_pickle=False``) — a few MB for
   the small model — whole or not at all.
 - :func:`load_export` verifies an export before any compute (checksums, the parameter tree, finiteness).
-- :func:`load` accepts either kind of directory.
+- :func:`load` reads an export, or the one ``train.py`` wrote into a workdir (``{workdir}/export``). Reading raw
+  training checkpoints belongs to training (:func:`cfip_jax.train.export.load_workdir`): inference needs neither
+  Orbax nor the training package.
 """
 
 from __future__ import annotations
@@ -22,41 +22,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import traverse_util
 
 from cfip_jax import arrays_io
-from cfip_jax.model import TrainedModel, build_networks, check_variables
+from cfip_jax.model import TrainedModel, check_variables
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
 
+WORKDIR_EXPORT = "export"  # where train.py writes its export inside the workdir
 EXPORT_CONFIG = "model.json"
 EXPORT_PARAMS = "params.npz"
 PRETRAINED = "cfip_jax.assets.pretrained"
-
-
-def load_workdir(workdir: str | os.PathLike) -> TrainedModel:
-    """The EMA encoder and decoder of the latest readable stage-2 checkpoint of a training workdir."""
-    from cfip_jax.train import checkpoint as ckpt_lib
-    from cfip_jax.train.parallel import make_mesh, replicated
-    from cfip_jax.train.state import abstract_state
-
-    workdir = os.fspath(workdir)
-    with ckpt_lib.StageCheckpointer(workdir, "decoder", keep=1000, async_save=False) as ck:
-        latest = ck.latest_config()
-        if latest is None:
-            raise ValueError(f"{workdir}: no decoder checkpoint (train both stages with train.py first)")
-        config = ml_collections.ConfigDict(latest[1])
-        restored = ck.restore_latest(abstract_state(config, "decoder", replicated(make_mesh())))
-        if restored is None:
-            raise ValueError(f"{workdir}: no readable decoder checkpoint")
-        step, state, saved = restored
-    encoder, decoder = build_networks(config)
-    info = dict(source=os.path.abspath(workdir), decoder_step=int(step), run_config=saved)
-    to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
-    return TrainedModel(encoder, to_np(state.frozen), decoder, to_np(state.ema_params), info)
 
 
 def export(model: TrainedModel, out_dir: str | os.PathLike, **extra_info: Any) -> pathlib.Path:
@@ -118,10 +96,16 @@ def load_pretrained() -> TrainedModel:
 
 
 def load(path: str | os.PathLike) -> TrainedModel:
-    """Load an export directory (``model.json`` + ``params.npz``) or a training workdir."""
+    """Load an export directory (``model.json`` + ``params.npz``), or the export a ``train.py`` run wrote into its
+    workdir (``{workdir}/export``). A workdir without one: ``python -m cfip_jax.train.export WORKDIR`` makes it."""
     path = pathlib.Path(path)
     if not path.is_dir():
         raise ValueError(f"checkpoint {path} is not a directory")
     if (path / EXPORT_CONFIG).is_file():
         return load_export(path)
-    return load_workdir(path)
+    if (path / WORKDIR_EXPORT / EXPORT_CONFIG).is_file():
+        return load_export(path / WORKDIR_EXPORT)
+    raise ValueError(
+        f"{path} holds no model export ({EXPORT_CONFIG} + {EXPORT_PARAMS}); for a train.py workdir, write one with "
+        f"python -m cfip_jax.train.export {path}"
+    )

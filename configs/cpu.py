@@ -18,7 +18,7 @@ it, and the recipe measured in ``docs/training_study.md``:
 Usage::
 
     python train.py --config configs/cpu.py --workdir workdir/cpu
-    python -c "from cfip_jax import model_io; model_io.export(model_io.load_workdir('workdir/cpu'), 'out_dir')"
+    python -m cfip_jax.train.export workdir/cpu out_dir   # train.py itself writes workdir/cpu/export
 """
 
 from __future__ import annotations

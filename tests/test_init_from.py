@@ -37,12 +37,12 @@ def test_export_carries_the_run_record(source):
         assert "val_rmse_linear" in s["val"]
     assert info["totals"]["decoder"]["steps"] == 2
     # The export holds the workdir's EMA weights, bit for bit.
-    assert_trees_equal(model_io.load_export(export).decoder_params, model_io.load_workdir(workdir).decoder_params)
+    assert_trees_equal(model_io.load_export(export).decoder_params, export_lib.load_workdir(workdir).decoder_params)
 
 
 def test_sha256_is_the_same_for_an_export_and_its_workdir(source):
     workdir, export = source
-    a = init_from.params_sha256(model_io.load(workdir))
+    a = init_from.params_sha256(export_lib.load_workdir(workdir))
     assert a == init_from.params_sha256(model_io.load(export))
     m = model_io.load(export)
     bumped = jax.tree.map(lambda x: x, m.decoder_params)
@@ -58,7 +58,7 @@ def test_continued_stage_starts_from_the_source_weights(source, tmp_path, use_ex
     path = export if use_export else workdir
     config = tiny_config(**STEPS, init_from=path, seed=1)
     state = loop.state_from_source(config, str(tmp_path / "next"), "decoder", make_mesh())
-    model = model_io.load(path)
+    model = init_from.load_source(path).model
     assert_trees_equal(state.params, model.decoder_params)
     assert_trees_equal(state.ema_params, model.decoder_params)
     assert_trees_equal(state.frozen, model.encoder_params)  # no stage-1 checkpoint here: the source's encoder

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     py = sys.executable
     seconds = {}
     seconds["train"] = _run([py, "train.py", f"--config={args.config}", f"--workdir={workdir}", *args.train_arg], log)
-    export = ("from cfip_jax import model_io; import sys; "
-              "model_io.export(model_io.load_workdir(sys.argv[1]), sys.argv[2], trained_on=sys.argv[3])")  # fmt: skip
+    export = ("from cfip_jax import model_io; from cfip_jax.train.export import load_workdir; import sys; "
+              "model_io.export(load_workdir(sys.argv[1]), sys.argv[2], trained_on=sys.argv[3])")  # fmt: skip
     device = str(gpus[0].device_kind if gpus else jax.devices()[0].device_kind)
     seconds["export"] = _run([py, "-c", export, workdir, model_dir, device], log)
     seconds["eval"] = _run([py, "eval.py", f"--checkpoint={model_dir}", "--suite=paper", "--suite-d=10,20",

@@ -1,5 +1,8 @@
 """Turn a ``train.py`` workdir into an export (``model.json`` + ``params.npz``) that carries its lineage.
 
+:func:`load_workdir` reads the EMA networks of a workdir's latest stage-2 checkpoint (Orbax) — training's business:
+inference (:mod:`cfip_jax.model_io`) reads exports only.
+
 ``train.py`` ends by writing ``{workdir}/export``; the same by hand (or into another directory)::
 
     python -m cfip_jax.train.export WORKDIR [OUT]
@@ -16,10 +19,38 @@ import os
 import pathlib
 import sys
 
-from cfip_jax import model_io
-from cfip_jax.train import lineage as lineage_lib
+import jax
+import ml_collections
+import numpy as np
 
-DIRNAME = "export"
+from cfip_jax import model_io
+from cfip_jax.model import TrainedModel, build_networks
+from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train import lineage as lineage_lib
+from cfip_jax.train.parallel import make_mesh, replicated
+from cfip_jax.train.state import abstract_state
+
+DIRNAME = model_io.WORKDIR_EXPORT
+
+
+def load_workdir(workdir: str | os.PathLike) -> TrainedModel:
+    """The EMA encoder and decoder of the latest readable stage-2 checkpoint of a training workdir."""
+    workdir = os.fspath(workdir)
+    with ckpt_lib.StageCheckpointer(workdir, "decoder", keep=1000, async_save=False) as ck:
+        latest = ck.latest_config()
+        if latest is None:
+            raise ValueError(f"{workdir}: no decoder checkpoint (train both stages with train.py first)")
+        config = ml_collections.ConfigDict(latest[1])
+        restored = ck.restore_latest(abstract_state(config, "decoder", replicated(make_mesh())))
+        if restored is None:
+            raise ValueError(f"{workdir}: no readable decoder checkpoint")
+        step, state, saved = restored
+    encoder, decoder = build_networks(config)
+    info = dict(source=os.path.abspath(workdir), decoder_step=int(step), run_config=saved)
+    to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
+    return TrainedModel(encoder, to_np(state.frozen), decoder, to_np(state.ema_params), info)
+
+
 
 
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> pathlib.Path:
@@ -27,7 +58,7 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = N
     (default ``{workdir}/export``). Raises ``ValueError`` when the workdir has no stage-2 checkpoint."""
     workdir = os.fspath(workdir)
     out = pathlib.Path(out if out is not None else os.path.join(workdir, DIRNAME)).absolute()
-    model = model_io.load_workdir(workdir)
+    model = load_workdir(workdir)
     runs = lineage_lib.read(workdir)
     model_io.export(model, out, lineage=runs, totals=lineage_lib.totals(runs))
     return out

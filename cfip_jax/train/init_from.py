@@ -64,9 +64,11 @@ def params_sha256(model: TrainedModel) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str) -> Source:
+    from cfip_jax.train import export as export_lib
     from cfip_jax.train import lineage as lineage_lib
 
-    model = model_io.load(path)
+    is_export = os.path.isfile(os.path.join(path, model_io.EXPORT_CONFIG))
+    model = model_io.load_export(path) if is_export else export_lib.load_workdir(path)
     runs = lineage_lib.read(path) or lineage_lib.of_info(model.info)  # a workdir's own record first
     return Source(path, model, params_sha256(model), runs)
 

@@ -16,6 +16,9 @@ Then compiled data-parallel steps until the stage's end (``steps``, or the time 
 Faults: a non-finite loss stops the run (:class:`NonFiniteLossError`) without saving; Ctrl-C saves a checkpoint of the
 last completed step and re-raises ``KeyboardInterrupt``. A rerun of the same command resumes; a finished stage is
 skipped.
+
+Each run records itself in ``{workdir}/lineage.json`` (:mod:`cfip_jax.train.lineage`) and, after stage 2, writes
+``{workdir}/export`` (:mod:`cfip_jax.train.export`): what ``CondFiP.load(workdir)`` reads.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.train import budget as budget_lib
 from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train import export as export_lib
 from cfip_jax.train import init_from as init_lib
 from cfip_jax.train import lineage as lineage_lib
 from cfip_jax.train import validation_set
@@ -47,6 +51,7 @@ from cfip_jax.train.ema import EMAConfig
 from cfip_jax.train.metrics_writer import MetricWriter, read_metrics
 from cfip_jax.train.optim import check_optim_config, learning_rate_schedule, make_optimizer
 from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
+from cfip_jax.train.restore import load_encoder_ema, load_state  # noqa: F401  (load_state: part of the loop's API)
 from cfip_jax.train.stage import STAGES, build_stage, data_spec
 from cfip_jax.train.state import TrainState, abstract_state, create_state, stage_parts
 from cfip_jax.train.step import STREAM_INIT, StepConfig, eval_families, make_eval_step, make_train_step, stream_key
@@ -135,57 +140,6 @@ def _num_params(tree: Any) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Loading states
 # ---------------------------------------------------------------------------------------------------------------
-def load_encoder_ema(config, workdir: str, mesh: jax.sharding.Mesh) -> Any:
-    """The stage-1 encoder's EMA variables from the latest encoder checkpoint of ``workdir`` (replicated on ``mesh``).
-
-    Raises:
-      ValueError: no encoder checkpoint, or one whose encoder model config differs from ``config``'s.
-    """
-    current = ckpt_lib.config_to_dict(config)
-    with ckpt_lib.StageCheckpointer(workdir, "encoder", config.keep_checkpoints) as enc_ckpt:
-        latest = enc_ckpt.latest_config()
-        if latest is None:
-            raise ValueError(
-                f"stage 2 needs a stage-1 encoder checkpoint in {enc_ckpt.directory}; "
-                "run with --stage encoder (or --stage both) first"
-            )
-        step, saved = latest
-        saved_model = {"encoder": {"model": saved.get("encoder", {}).get("model", {})}}
-        now_model = {"encoder": {"model": current["encoder"]["model"]}}
-        ckpt_lib.check_compatible(saved_model, now_model, "decoder", where=f"the encoder checkpoint at step {step}")
-        restored = enc_ckpt.restore_latest_with_budget(abstract_state(config, "encoder", replicated(mesh)))
-        if restored is None:
-            raise ValueError(f"no readable stage-1 encoder checkpoint in {enc_ckpt.directory}")
-        step, state, _, budget = restored
-    if config.max_seconds is None and step < config.encoder.steps:
-        _say(f"WARNING: the encoder checkpoint is at step {step} < encoder.steps = {config.encoder.steps}")
-    if config.max_seconds is not None and not budget.get("finished", False):
-        _say(f"WARNING: the encoder checkpoint at step {step} has not finished its time budget")
-    _say(f"decoder: using the EMA encoder of the encoder checkpoint at step {step}")
-    return state.ema_params
-
-
-def load_state(config, workdir: str, name: str, mesh: jax.sharding.Mesh | None = None) -> tuple[int, TrainState]:
-    """The latest readable checkpoint of stage ``name`` in ``workdir``: ``(step, state)``.
-
-    Use ``state.ema_params`` (and, for the decoder, ``state.frozen``: the encoder) for inference.
-
-    Raises:
-      ValueError: no readable checkpoint, or one written with a config whose fields for this stage differ.
-    """
-    V.check_choice(name, STAGES, "stage")
-    mesh = make_mesh() if mesh is None else mesh
-    with ckpt_lib.StageCheckpointer(workdir, name, config.keep_checkpoints) as ckpt:
-        latest = ckpt.latest_config()
-        if latest is None:
-            raise ValueError(f"no {name} checkpoint in {ckpt.directory}")
-        ckpt_lib.check_compatible(latest[1], ckpt_lib.config_to_dict(config), name, where=f"the {name} checkpoint")
-        restored = ckpt.restore_latest(abstract_state(config, name, replicated(mesh)))
-        if restored is None:
-            raise ValueError(f"no readable {name} checkpoint in {ckpt.directory}")
-    return restored[0], restored[1]
-
-
 def start_state(config, workdir, name, ckpt, mesh) -> tuple[int, TrainState, budget_lib.BudgetState]:
     """The resume order (see the module docstring): ``(start step, state, budget record)``."""
     # 1. An existing checkpoint must come from a compatible config.
@@ -520,6 +474,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] =
             lineage_lib.add_stage(workdir, s, steps=steps, datasets=steps * _datasets_per_step(config, s),
                                   cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall,
                                   val=val, val_set=val_set)  # fmt: skip
+    if main and "decoder" in out:
+        path = export_lib.export_workdir(workdir)  # what inference loads: CondFiP.load(workdir) finds it
+        _say(f"export (weights, model.json with the lineage): {path}")
     return out
 
 

@@ -123,7 +123,7 @@ def _from_workdir(path: str):
 
     from cfip_jax import model as model_lib
     from cfip_jax.train import checkpoint as ckpt_lib
-    from cfip_jax.train import loop  # the command only; the loop itself imports this module's scoring
+    from cfip_jax.train.restore import load_state
 
     with ckpt_lib.StageCheckpointer(path, "encoder", keep=1000, async_save=False) as ck:
         latest = ck.latest_config()
@@ -131,12 +131,12 @@ def _from_workdir(path: str):
         raise ValueError(f"{path}: neither an export nor a workdir with an encoder checkpoint")
     config = ml_collections.ConfigDict(latest[1])
     enc, dec = model_lib.build_networks(config)
-    _, enc_state = loop.load_state(config, path, "encoder")
+    _, enc_state = load_state(config, path, "encoder")
     dec_vars = None
     with ckpt_lib.StageCheckpointer(path, "decoder", keep=1000, async_save=False) as ck:
         has_decoder = ck.latest_config() is not None
     if has_decoder:
-        _, dec_state = loop.load_state(config, path, "decoder")
+        _, dec_state = load_state(config, path, "decoder")
         dec_vars = dec_state.ema_params
         enc_vars = dec_state.frozen  # the encoder the decoder was trained with
     else:
