@@ -157,9 +157,12 @@ class BootstrapSCM:
         z = self._solve(self._fresh_noise(n, key), mask, self._standardised(raw))
         return np.asarray(self._raw(z))
 
-    def effect(self, outcome, do, baseline=None, *, n: int = 1000, key: jax.Array) -> Effect:
+    def effect(self, outcome, do, baseline=None, *, n: int = 200, key: jax.Array) -> Effect:
         """E[outcome | do] − E[outcome | baseline] (observational when None) under every resample's SCM, with the
-        point estimate from the SCM of all rows; see :meth:`cfip_jax.api.InferredSCM.effect` for the arguments."""
+        point estimate from the SCM of all rows; see :meth:`cfip_jax.api.InferredSCM.effect` for the arguments.
+
+        ``n``: Monte Carlo samples per resample's SCM (the same noise under both arms, so their difference carries
+        little sampling noise); the cost is B × n samples solved twice, so it is kept small by default."""
         j, (mask, raw), base = self.point.effect_plan(outcome, do, baseline, n)
         noise = self._fresh_noise(n, key)  # the same noise under both: the difference is free of sampling noise
         treated = self._solve(noise, mask, self._standardised(raw))[..., j].mean(-1)

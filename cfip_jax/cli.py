@@ -285,7 +285,7 @@ def cmd_effect(args) -> None:
         raise InputError(f"--bootstrap must be at least 2 resamples, got {args.bootstrap}")
     if not 0.0 < args.level < 1.0:
         raise InputError(f"--level must be in (0, 1), got {args.level}")
-    V.check_int(args.n, "--n", minimum=1)
+    n = V.check_int(args.n if args.n is not None else (1000 if args.bootstrap is None else 200), "--n", minimum=1)
     refine = _refine_arg(args.refine)
     if args.bootstrap is not None and refine is not None:
         raise InputError("--bootstrap fits zero-shot only; drop --refine")
@@ -297,11 +297,11 @@ def cmd_effect(args) -> None:
     key = jax.random.key(args.seed)
     if args.bootstrap is None:
         scm = model.fit(x, adj, nodes=names, refine=refine, noise_model=args.noise_model)
-        result = dict(outcome=args.outcome, estimate=scm.effect(args.outcome, do, baseline, n=args.n, key=key))
+        result = dict(outcome=args.outcome, estimate=scm.effect(args.outcome, do, baseline, n=n, key=key))
     else:
         boot = model.bootstrap(x, adj, args.bootstrap, key=jax.random.fold_in(key, 1), level=args.level, nodes=names,
                                noise_model=args.noise_model)  # fmt: skip
-        result = boot.effect(args.outcome, do, baseline, n=args.n, key=key).to_dict()
+        result = boot.effect(args.outcome, do, baseline, n=n, key=key).to_dict()
     result.update(do=do, baseline=baseline, data=str(args.data), rows=int(x.shape[0]), refine=args.refine)
     against = "the observational mean" if baseline is None else _describe(baseline)
     line = f"effect of {_describe(do)} against {against} on {args.outcome}: {result['estimate']:.6g}"
@@ -350,7 +350,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--level", type=float, default=0.95, help="the interval's coverage (default 0.95)")
     e.add_argument("--refine", help="'auto', 'closed-form' or a number of steps (without --bootstrap)")
     e.add_argument("--noise-model", choices=("empirical", "gaussian"), default="empirical")
-    e.add_argument("--n", type=int, default=1000, help="Monte Carlo samples per expectation")
+    e.add_argument("--n", type=int, help="Monte Carlo samples per expectation (default 1000; with --bootstrap, "
+                   "200 per resample)")  # fmt: skip
     e.add_argument("--model", help="a Cond-FiP model directory (default: the pretrained one)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="also write the result as JSON here")

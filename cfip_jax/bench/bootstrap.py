@@ -70,7 +70,7 @@ def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resam
 
     def run(seed):
         boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed))
-        return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))
+        return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))  # 200 samples per resample
 
     run(0)  # compile
     start = time.perf_counter()
