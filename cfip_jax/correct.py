@@ -9,23 +9,28 @@ that the corrected mechanism is
 
     T'_i(x) = (1 + a_i) T_i(x) + w_iᵀ x_pa + v_iᵀ φ_i(x_pa) + b_i.
 
-The ridge penalty shrinks towards the proposal itself (all coefficients 0: ``T' = T``). Which correction a node gets
-is chosen on held-out rows (one held-out split, or k-fold cross-validation: :func:`folds`), per node, among: none
-(keep ``T_i``), linear (``[T_i, x_pa, 1]``) at each ridge strength of :data:`RIDGES`, and with features
-(``kind="features"``) at each length-scale of :data:`LENGTHSCALES` and each ridge strength — the candidate with the
-lowest held-out mean squared error wins only if it beats the proposal there; the winner is then refitted on every
-row. A node without parents keeps its mechanism (a constant). The corrected ``T'_i`` still reads the parents of
-``i`` only, so the graph, the fixed-point solvers, interventions and counterfactuals are unchanged.
+Two families of candidates are offered per node. *Around the proposal*: the ridge penalty shrinks towards the
+proposal itself (all coefficients 0: ``T' = T``). *Without the proposal*: ``a_i = −1`` is held fixed, so the fit is
+a plain ridge regression of ``x_i`` on ``[x_pa, φ(x_pa), 1]`` shrunk towards zero — on linear data its linear member
+is (up to the smallest ridge) the least-squares fit on the parents a per-dataset linear model would make. Which
+correction a node gets is chosen on held-out rows (one held-out split, or k-fold cross-validation: :func:`folds`),
+per node, among: none (keep ``T_i``), and for each family linear (``[x_pa, 1]``) and, with ``kind="features"``,
+random features at each length-scale of :data:`LENGTHSCALES`, each at every ridge strength of :data:`RIDGES` — the
+candidate with the lowest held-out squared error wins only if it beats the proposal there; the winner is then
+refitted on every row. A node without parents keeps its mechanism (a constant). The corrected ``T'_i`` still reads
+the parents of ``i`` only, so the graph, the fixed-point solvers, interventions and counterfactuals are unchanged.
 
-The fit is NumPy float64 on the host (one small least-squares problem per node, candidate and fold; with M = 200
-features about 0.15 s at d = 20 and 400 rows with one split, 0.4 s with five folds, 3 s at d = 100 and 1000 rows
-with five folds); applying it is a pure JAX function of a :class:`Correction` pytree.
-Measured in ``docs/refinement.md``.
+The fit runs on the device in one compiled call per shape (:func:`fit`): every node × candidate × fold at once as
+batched float32 linear algebra — per-fold Gram matrices of the design, each held-out fit as the full Gram minus its
+fold's, Cholesky factorisations at each ridge strength, and the without-proposal family from the same factorisation
+as a constrained solution (``a_i = −1`` by one Lagrange multiplier). Applying it is a pure JAX function of a
+:class:`Correction` pytree. Measured in ``docs/refinement.md``.
 """
 
 from __future__ import annotations
 
-import collections
+import functools
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -111,29 +116,26 @@ def check_kind(kind: str | None) -> str | None:
     return kind
 
 
-def _ridge(gram: np.ndarray, rhs: np.ndarray, lam: float, rows: int) -> np.ndarray:
-    system = gram.copy()
-    diag = np.einsum("ii->i", system)  # a view of the diagonal
-    diag[:-1] += lam * rows  # the intercept (last column) is not shrunk
-    diag += 1e-9
-    return np.linalg.solve(system, rhs)
+JITTER = 1e-6  # added to the normal equations' diagonal, relative to the rows fitted (float32 Cholesky)
 
 
-def _held_out_errors(
-    a: np.ndarray, r: np.ndarray, held_out: list[np.ndarray], scored: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge fits of ``r [n]`` on ``a [n, p]`` at each strength of :data:`RIDGES`, fitted on the rows outside each
-    fold and scored on the fold: ``(held-out mean squared error [ridges], out-of-fold predictions [ridges, n])``
-    (rows in no fold: 0)."""
-    gram, rhs = a.T @ a, a.T @ r
-    pred = np.zeros((len(RIDGES), a.shape[0]))
-    for h in held_out:
-        ah, rh = a[h], r[h]
-        gram_fit, rhs_fit, m = gram - ah.T @ ah, rhs - ah.T @ rh, a.shape[0] - h.size
-        for j, lam in enumerate(RIDGES):
-            pred[j, h] = ah @ _ridge(gram_fit, rhs_fit, lam, m)
-    rows = np.concatenate(held_out)
-    return np.sum((pred[:, rows] - r[rows]) ** 2, axis=1) / scored, pred
+class Fit(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      correction: the :class:`Correction`.
+      counts: nodes that kept their mechanism (``"none"``), got a linear correction (``"linear"``) or one with
+        features (``"features"``); nodes without parents are not counted.
+      plain: how many of the corrected nodes took a candidate without the proposal (``a_i = −1``).
+      out_of_fold: ``[n, d]`` float64, on the rows of each fold the corrected proposal with each node's chosen
+        candidate fitted without that fold (``t`` where a node keeps its mechanism; NaN on rows in no fold). The
+        choice itself saw these rows, so their error is slightly optimistic.
+    """
+
+    correction: Correction
+    counts: dict[str, int]
+    plain: int
+    out_of_fold: np.ndarray
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -144,47 +146,141 @@ def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, k)]
 
 
-def _fit_node(i, pa, g, b, *, t, x, held_out, scored, scales):
-    """Node ``i``'s chosen correction: ``(length-scale or None, coefficients [1 + k (+ M) + 1], out-of-fold
-    predictions of the residual [n])``, or ``(None, None, 0)`` where no candidate beats the proposal on the held-out
-    rows.
+def parent_slots(adj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(parents [d, K] int32, pmask [d, K] float32)`` of the graph ``adj [d, d]`` (``adj[j, i] ≠ 0``: j → i), K the
+    largest in-degree (at least 1); node i's parents in increasing order, padding 0 with mask 0."""
+    adj = np.asarray(adj) != 0
+    d = adj.shape[0]
+    k_max = max(1, int(adj.sum(0).max(initial=0)))
+    parents, pmask = np.zeros((d, k_max), np.int32), np.zeros((d, k_max), np.float32)
+    for i in range(d):
+        pa = np.flatnonzero(adj[:, i])
+        parents[i, : pa.size], pmask[i, : pa.size] = pa, 1.0
+    return parents, pmask
 
-    ``pa [k]`` its parents, ``g [k, M]`` and ``b [M]`` its random features, ``t`` and ``x`` ``[n, d]``, ``held_out``
-    the folds, ``scored [rows]`` their rows, ``scales`` the candidate length-scales (None: linear)."""
-    features = g.shape[1]
-    r = x[:, i] - t[:, i]
 
-    def design(ell):
-        cols = [t[:, i : i + 1], x[:, pa]]
-        if ell is not None:
-            cols.append(np.sqrt(2.0 / features) * np.cos(x[:, pa] @ (g / ell) + b))
-        return np.concatenate([*cols, np.ones((x.shape[0], 1))], axis=1)
+def feature_draws(seed: int, pmask: np.ndarray, features: int) -> tuple[jax.Array, jax.Array]:
+    """The random features' draws from ``jax.random.key(seed)``: ``(Ω [d, K, M] standard normal, zero on padded
+    parent slots of ``pmask [d, K]``; β [d, M] uniform on [0, 2π))``."""
+    key_g, key_b = jax.random.split(jax.random.key(seed))
+    d, k_max = pmask.shape
+    g = jax.random.normal(key_g, (d, k_max, features)) * jnp.asarray(pmask)[..., None]
+    return g, jax.random.uniform(key_b, (d, features), maxval=2.0 * np.pi)
 
-    best_err, best, best_pred = float(np.mean(r[scored] ** 2)), None, 0.0
-    for ell in scales:
-        err, pred = _held_out_errors(design(ell), r, held_out, scored.size)  # [ridges], [ridges, n]
-        j = int(np.argmin(err))
-        if err[j] < best_err:
-            best_err, best, best_pred = float(err[j]), (ell, RIDGES[j]), pred[j]
-    if best is None:
-        return None, None, 0.0
-    ell, lam = best
-    a = design(ell)
-    return ell, _ridge(a.T @ a, a.T @ r, lam, x.shape[0]), best_pred
+
+def _layout(n: int, held_out: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by fold: ``(idx [F + 1, L] int32, valid [F + 1, L] float32)``, group F the rows in no fold, each
+    group padded to the longest (``valid`` 0)."""
+    rest = np.setdiff1d(np.arange(n), np.concatenate(held_out))
+    groups = [*held_out, rest]
+    length = max(len(g) for g in groups)
+    idx, valid = np.zeros((len(groups), length), np.int32), np.zeros((len(groups), length), np.float32)
+    for k, rows in enumerate(groups):
+        idx[k, : rows.size], valid[k, : rows.size] = rows, 1.0
+    return idx, valid
+
+
+def _candidates(a_g: jax.Array, r_g: jax.Array, valid: jax.Array, icol: int):
+    """Every ridge strength × family × fold of one design.
+
+    Args:
+      a_g: ``[F + 1, L, d, p]`` the design grouped by fold (padded rows 0; column 0 the proposal, ``icol`` the
+        intercept).
+      r_g: ``[F + 1, L, d]`` the residual ``x − t`` grouped alike.
+      valid: ``[F + 1, L]``.
+
+    Returns:
+      ``(held-out squared error [R, 2, d], held-out predictions of r [R, 2, F, L, d], coefficients fitted on every
+      row [R, 2, d, p])``, family 0 around the proposal, family 1 without it (coefficient 0 held at −1).
+    """
+    n_folds, p = a_g.shape[0] - 1, a_g.shape[-1]
+    gram = jnp.einsum("gldp,gldq->gdpq", a_g, a_g)
+    rhs = jnp.einsum("gldp,gld->gdp", a_g, r_g)
+    count = valid.sum(1)
+    gram_fit = jnp.concatenate([gram.sum(0)[None] - gram[:n_folds], gram.sum(0)[None]])  # fit without fold f; last: all
+    rhs_fit = jnp.concatenate([rhs.sum(0)[None] - rhs[:n_folds], rhs.sum(0)[None]])
+    rows_fit = jnp.concatenate([count.sum() - count[:n_folds], count.sum()[None]])
+    pen = jnp.ones(p).at[icol].set(0.0)  # the intercept is not shrunk
+    unit = jnp.broadcast_to(jnp.zeros(p).at[0].set(1.0), rhs_fit.shape)
+
+    def solve(lam):
+        diag = (lam * pen + JITTER)[None, None, :] * rows_fit[:, None, None]  # [F + 1, 1, p]
+        chol = jnp.linalg.cholesky(gram_fit + diag[..., None] * jnp.eye(p)[None, None])
+        sol = jax.scipy.linalg.cho_solve((chol, True), jnp.stack([rhs_fit, unit], -1))
+        u, v = sol[..., 0], sol[..., 1]
+        lagrange = (-1.0 - u[..., 0]) / v[..., 0]  # the multiplier that holds coefficient 0 at -1
+        return jnp.stack([u, u + lagrange[..., None] * v])  # [2, F + 1, d, p]
+
+    beta = jax.lax.map(solve, jnp.asarray(RIDGES, jnp.float32))  # [R, 2, F + 1, d, p]
+    pred = jnp.einsum("gldp,rcgdp->rcgld", a_g[:n_folds], beta[:, :, :n_folds])
+    sse = jnp.sum(jnp.square(r_g[:n_folds][None, None] - pred) * valid[None, None, :n_folds, :, None], axis=(2, 3))
+    return sse, pred, beta[:, :, n_folds]
+
+
+@functools.partial(jax.jit, static_argnames=("scales",))
+def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...]):
+    """Choose and fit every node's correction (the module docstring) in one compiled call.
+
+    Args: ``t``, ``x`` ``[n, d]``; ``parents``, ``pmask`` ``[d, K]``; ``g [d, K, M]``, ``b [d, M]`` the feature draws;
+    ``idx``, ``valid`` ``[F + 1, L]`` (:func:`_layout`); ``scales`` the feature length-scales (empty: linear only).
+
+    Returns:
+      ``(correction, chosen [d] bool, with features [d] bool, without the proposal [d] bool, out-of-fold residual
+      predictions [F, L, d])``.
+    """
+    n, d = x.shape
+    k_max, m = pmask.shape[1], g.shape[-1]
+    has_parents = pmask.sum(1) > 0
+    xp = jnp.take(x, parents, axis=1) * pmask[None]  # [n, d, K]
+    base = jnp.concatenate([t[..., None], xp, jnp.ones((n, d, 1), x.dtype)], -1)  # [n, d, K + 2]
+    base_g, xp_g = base[idx] * valid[..., None, None], xp[idx]
+    r_g = (x - t)[idx] * valid[..., None]
+    results = [_candidates(base_g, r_g, valid, k_max + 1)]
+    if scales:
+
+        def with_features(ell):
+            phi = jnp.sqrt(2.0 / m) * jnp.cos(jnp.einsum("gldk,dkm->gldm", xp_g, g / ell) + b[None, None])
+            return _candidates(jnp.concatenate([base_g, phi * valid[..., None, None]], -1), r_g, valid, k_max + 1)
+
+        sse, pred, beta = jax.lax.map(with_features, jnp.asarray(scales, jnp.float32))
+        lin_beta = jnp.pad(results[0][2], [(0, 0)] * 3 + [(0, m)])
+        results = [(results[0][0][None], results[0][1][None], lin_beta[None]), (sse, pred, beta)]
+    else:
+        results = [tuple(a[None] for a in results[0])]
+    # candidates ordered family, then design (linear, then each length-scale), then ridge strength
+    order = lambda a: jnp.moveaxis(jnp.concatenate(a), 2, 0).reshape((-1,) + a[0].shape[3:])  # noqa: E731
+    sse, pred, beta = (order([res[j] for res in results]) for j in range(3))  # [C, d], [C, F, L, d], [C, d, p]
+    n_folds = idx.shape[0] - 1
+    none = jnp.sum(jnp.square(r_g[:n_folds]) * valid[:n_folds, :, None], axis=(0, 1))  # keeping the proposal
+    best = jnp.argmin(sse, axis=0)  # the first of equal errors
+    chosen = (jnp.take_along_axis(sse, best[None], 0)[0] < none) & has_parents
+    per_family = (1 + len(scales)) * len(RIDGES)
+    plain, design = best // per_family == 1, (best % per_family) // len(RIDGES)
+    feature = chosen & (design > 0)
+    w = jnp.where(chosen[:, None], beta[best, jnp.arange(d)], 0.0)  # [d, p]
+    ell = jnp.asarray((1.0,) + tuple(scales), jnp.float32)[design]
+    on, feat = chosen.astype(x.dtype), feature.astype(x.dtype)
+    corr = Correction(
+        scale=jnp.where(chosen & plain, -1.0, w[:, 0]), parents=parents * chosen[:, None].astype(parents.dtype),
+        pmask=pmask * on[:, None], coef=w[:, 1 : k_max + 1] * pmask, bias=w[:, k_max + 1],
+        omega=g / ell[:, None, None] * feat[:, None, None], phase=b * feat[:, None],
+        weight=(jnp.sqrt(2.0 / m) * w[:, k_max + 2 :] if scales else jnp.zeros((d, m), x.dtype)) * feat[:, None],
+    )  # fmt: skip
+    oof = jnp.take_along_axis(pred, best[None, None, None], 0)[0] * on[None, None]  # [F, L, d]
+    return corr, chosen, feature, chosen & plain, oof
 
 
 def fit(
-    t: np.ndarray,
-    x: np.ndarray,
+    t: np.ndarray | jax.Array,
+    x: np.ndarray | jax.Array,
     adj: np.ndarray,
     held_out: list[np.ndarray],
     *,
     kind: str = "features",
     features: int = 200,
     seed: int = 0,
-    out_of_fold: bool = False,
-) -> tuple[Correction, dict[str, int]] | tuple[Correction, dict[str, int], np.ndarray]:
-    """Fit the correction of the proposal ``t = T(x)`` on the rows ``x`` (standardised units).
+) -> Fit:
+    """Fit the correction of the proposal ``t = T(x)`` on the rows ``x`` (standardised units), on the device.
 
     Args:
       t: ``[n, d]`` the proposal at the data.
@@ -195,22 +291,16 @@ def fit(
         a single fit / held-out split; :func:`folds` for cross-validation). The winner is refitted on every row.
       kind: ``"features"`` (linear and random-feature candidates) or ``"linear"`` (linear ones only).
       features: ``M``, random features per node.
-      seed: the random features.
-      out_of_fold: also return the cross-validated corrected proposal.
+      seed: the random features (:func:`feature_draws`).
 
     Returns:
-      ``(correction, counts)``: counts of the nodes that kept their mechanism (``"none"``), got a linear correction
-      (``"linear"``) or one with features (``"features"``); nodes without parents are not counted. With
-      ``out_of_fold``, ``(correction, counts, oof)``: ``oof [n, d]`` float64, on the rows of each fold the corrected
-      proposal with each node's chosen candidate fitted without that fold (``t`` where a node keeps its mechanism;
-      NaN on rows in no fold). The choice itself saw these rows, so their error is slightly optimistic.
+      The :class:`Fit`. Every check runs on the host before any tracing (one ``ValueError``).
     """
     check_kind(kind)
-    t, x = np.asarray(t, np.float64), np.asarray(x, np.float64)
-    adj = np.asarray(adj) > 0
-    n, d = x.shape
-    if t.shape != x.shape or adj.shape != (d, d):
-        raise ValueError(f"correction: t {t.shape}, x {x.shape} and adj {adj.shape} do not agree")
+    t, x = np.asarray(t, np.float32), np.asarray(x, np.float32)
+    n, d = x.shape if x.ndim == 2 else (0, 0)
+    if t.shape != x.shape or np.shape(adj) != (d, d):
+        raise ValueError(f"correction: t {t.shape}, x {x.shape} and adj {np.shape(adj)} do not agree")
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(x))):
         raise ValueError("correction: the proposal t and the data x must be finite")
     held_out = [np.asarray(h, np.int64).reshape(-1) for h in held_out]
@@ -221,37 +311,19 @@ def fit(
         raise ValueError(f"correction: the held-out folds must be disjoint row indices in [0, {n})")
     if any(h.size == n for h in held_out):
         raise ValueError("correction: a held-out fold holds every row, leaving none to fit on")
-    k_max = max(1, int(adj.sum(0).max(initial=0)))
-    rng = np.random.default_rng(seed)
-    scales = (None,) + (LENGTHSCALES if kind == "features" else ())
-    scale, bias = np.zeros(d), np.zeros(d)
-    parents, pmask, coef = np.zeros((d, k_max), np.int32), np.zeros((d, k_max)), np.zeros((d, k_max))
-    omega, phase, weight = np.zeros((d, k_max, features)), np.zeros((d, features)), np.zeros((d, features))
-    counts = collections.Counter()
+    parents, pmask = parent_slots(adj)
+    g, b = feature_draws(seed, pmask, features)
+    idx, valid = _layout(n, held_out)
+    scales = LENGTHSCALES if kind == "features" else ()
+    corr, chosen, feature, plain, r_oof = _fit_device(jnp.asarray(t), jnp.asarray(x), jnp.asarray(parents),
+                                                      jnp.asarray(pmask), g, b, jnp.asarray(idx), jnp.asarray(valid),
+                                                      scales=scales)  # fmt: skip
+    chosen, feature, r_oof = np.asarray(chosen), np.asarray(feature), np.asarray(r_oof, np.float64)
     oof = np.full((n, d), np.nan)
     oof[scored] = t[scored]
-    for i in range(d):
-        pa = np.flatnonzero(adj[:, i])
-        if pa.size == 0:
-            continue
-        g = rng.standard_normal((pa.size, features))
-        b = rng.uniform(0.0, 2.0 * np.pi, features)
-        ell, beta, r_oof = _fit_node(i, pa, g, b, t=t, x=x, held_out=held_out, scored=scored, scales=scales)
-        if beta is None:
-            counts["none"] += 1
-            continue
-        oof[scored, i] += r_oof[scored]
-        k = pa.size
-        scale[i], bias[i] = beta[0], beta[-1]
-        parents[i, :k], pmask[i, :k], coef[i, :k] = pa, 1.0, beta[1 : 1 + k]
-        if ell is None:
-            counts["linear"] += 1
-        else:
-            counts["features"] += 1
-            omega[i, :k], phase[i] = g / ell, b
-            weight[i] = np.sqrt(2.0 / features) * beta[1 + k : -1]
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    corr = Correction(scale=f32(scale), parents=jnp.asarray(parents), pmask=f32(pmask), coef=f32(coef),
-                      bias=f32(bias), omega=f32(omega), phase=f32(phase), weight=f32(weight))  # fmt: skip
-    counts = {key: counts.get(key, 0) for key in ("none", "linear", "features")}
-    return (corr, counts, oof) if out_of_fold else (corr, counts)
+    fold_rows = valid[:-1] > 0
+    np.add.at(oof, idx[:-1][fold_rows], r_oof[fold_rows])
+    with_parents = int((pmask.sum(1) > 0).sum())
+    counts = {"none": with_parents - int(chosen.sum()), "linear": int((chosen & ~feature).sum()),
+              "features": int(feature.sum())}  # fmt: skip
+    return Fit(corr, counts, int(np.asarray(plain).sum()), oof)

@@ -32,7 +32,7 @@ hold-out split, row batches, random features and folds — and the refined mecha
 refinement's outcome depends on its path (which held-out check early stopping keeps, which candidate each node's
 correction picks), and averaging two paths removed about 5 % of the error on the suite
 (``docs/refinement.md``). Every member's gradient stage runs in the same compiled call (``vmap`` over the members);
-their corrections are fitted one after the other on the host.
+their corrections are fitted one after the other, each in one compiled call on the device (:func:`cfip_jax.correct.fit`).
 
 A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
 """
@@ -475,7 +475,7 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
     graph = np.asarray(adj)[0]
     _, held_rows = split_rows
     kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
-    corr, counts, oof = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), out_of_fold=True, **kw)
+    corr, counts, _, oof = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), **kw)
     if loss_on == "held-out rows":  # the objective on the held-out rows, each corrected out of fold
         if steps == "closed-form":
             before = _row_rmse_of(t[held_rows], x[held_rows])
