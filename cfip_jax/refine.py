@@ -32,7 +32,7 @@ hold-out split, row batches, random features and folds — and the refined mecha
 refinement's outcome depends on its path (which held-out check early stopping keeps, which candidate each node's
 correction picks), and averaging two paths removed about 5 % of the error on the suite
 (``docs/refinement.md``). Every member's gradient stage runs in the same compiled call (``vmap`` over the members);
-their corrections are fitted one after the other, each in one compiled call on the device (:func:`cfip_jax.correct.fit`).
+their corrections are fitted one after the other, each in one compiled call (:func:`cfip_jax.correct.fit`).
 
 A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
 """
