@@ -30,12 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cfip_jax import bootstrap as bootstrap_lib
-from cfip_jax import correct as correct_lib
-from cfip_jax import fixed_point, model_io, scm_io
+from cfip_jax import fixed_point, model_io
 from cfip_jax import model as model_lib
-from cfip_jax import refine as refine_lib
-from cfip_jax import structure as structure_lib
 from cfip_jax import validation as V
+from cfip_jax.inference import correct as correct_lib
+from cfip_jax.inference import io as scm_io
+from cfip_jax.inference import refine as refine_lib
+from cfip_jax.inference import structure as structure_lib
 from cfip_jax.nn.arch import decoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder, Conditioning
 
@@ -167,12 +168,12 @@ class InferredSCM:
         ``"lingam"``; static).
       decoder, decoder_params, cond: the conditioned decoder the mechanisms are made of (what :meth:`save` writes;
         ``decoder`` static).
-      correction: the closed-form per-node correction of the refinement (:mod:`cfip_jax.correct`), or None.
+      correction: the closed-form per-node correction of the refinement (:mod:`cfip_jax.inference.correct`), or None.
       corrected_nodes: ``(kept, linear, features)`` node counts of that correction (summed over the members), or
         None (static).
       members: how many refinements the mechanism averages (``RefineConfig(members=...)``; static). With more than
         one, ``decoder_params``, ``cond`` and ``correction`` hold the members along a leading axis
-        (:func:`cfip_jax.refine.mechanisms`).
+        (:func:`cfip_jax.inference.refine.mechanisms`).
 
     Interventions (:meth:`intervene`, :meth:`counterfactual`): hard ones, ``do(X_i = a)`` (``values={node: a}``: the
     node's mechanism and noise are replaced by the constant), and shift ones (``shift={node: δ}``: x_i = F_i(pa_i) +
@@ -384,7 +385,7 @@ class InferredSCM:
     # -- persistence -----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, summary: dict | None = None) -> str:
         """Write this SCM to the directory ``path`` (``scm.json`` + ``arrays.npz``, no pickle; see
-        :mod:`cfip_jax.scm_io`): the conditioned decoder, graph, units and abducted noise, and ``summary`` (any
+        :mod:`cfip_jax.inference.io`): the conditioned decoder, graph, units and abducted noise, and ``summary`` (any
         JSON-able dict) as ``summary.json``. Written whole or not at all; an existing saved SCM there is replaced.
         Returns the directory."""
         if self.decoder is None:
@@ -561,8 +562,8 @@ class CondFiP:
           graph: adjacency ``[d, d]`` (``adj[i, j] = 1`` ⇔ ``i -> j``), ``networkx.DiGraph`` or ``(parent, child)``
             pairs; or None to learn one from the data with ``structure``.
           structure: with ``graph=None``, the structure learner: ``"ges"``, ``"pc"`` (causal-learn; a CPDAG turned
-            into one of its DAGs) or ``"lingam"`` (DirectLiNGAM); see :mod:`cfip_jax.structure`. The learner sees every
-            row. ``InferredSCM.graph_source`` records which.
+            into one of its DAGs) or ``"lingam"`` (DirectLiNGAM); see :mod:`cfip_jax.inference.structure`. The learner
+            sees every row. ``InferredSCM.graph_source`` records which.
           nodes: node names (default: DataFrame columns or ``0..d-1``).
           noise_model: ``"empirical"`` (the default: resampling each node's abducted noise) or ``"gaussian"`` (a
             Gaussian per node fitted to it, the paper's protocol and ``eval.py``'s); see :class:`InferredSCM`. On
@@ -572,10 +573,11 @@ class CondFiP:
           refine: None or 0 (zero-shot, the default), a number of optimiser steps, ``"auto"`` (early stopping on
             held-out rows, with a cap) or ``"closed-form"`` (no gradient step): start from the zero-shot SCM, fit the
             decoder to the data itself with the per-dataset FiP objective x ≈ F(x), then correct each node's
-            mechanism in closed form, the correction chosen per node on held-out rows (:mod:`cfip_jax.refine`,
-            :mod:`cfip_jax.correct`; ``docs/refinement.md`` for what each buys). A refinement that diverges returns
-            the zero-shot SCM with a warning.
-          refine_config: what is refined and how (:class:`cfip_jax.refine.RefineConfig`; default the measured one).
+            mechanism in closed form, the correction chosen per node on held-out rows
+            (:mod:`cfip_jax.inference.refine`, :mod:`cfip_jax.inference.correct`; ``docs/refinement.md`` for what each
+            buys). A refinement that diverges returns the zero-shot SCM with a warning.
+          refine_config: what is refined and how (:class:`cfip_jax.inference.refine.RefineConfig`; default the
+            measured one).
 
         Returns:
           The :class:`InferredSCM` (``refined_steps`` and ``refine_loss`` say how it was made).

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cfip_jax import structure as structure_lib
 from cfip_jax import validation as V
+from cfip_jax.inference import structure as structure_lib
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -195,7 +195,8 @@ def cmd_fit(args) -> None:
     rng = np.random.default_rng(args.seed)
     held = np.sort(rng.choice(x.shape[0], size=int(round(holdout * x.shape[0])), replace=False))
     fit_rows = np.setdiff1d(np.arange(x.shape[0]), held)
-    from cfip_jax import api, scm_io  # nothing is traced before the input is known to be good
+    from cfip_jax import api  # nothing is traced before the input is known to be good
+    from cfip_jax.inference import io as scm_io
 
     out = scm_io.check_target(args.out)  # before the fit, not after it
 

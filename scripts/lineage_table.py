@@ -1,6 +1,6 @@
 """The lineage of a model export as a Markdown table (for MODEL_CARD.md): every run that made its weights.
 
-    python scripts/lineage_table.py cfip_jax/assets/pretrained
+python scripts/lineage_table.py cfip_jax/assets/pretrained
 """
 
 from __future__ import annotations

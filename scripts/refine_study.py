@@ -1,10 +1,10 @@
 """The refinement study behind docs/refinement.md: what to refine, measured on the paper suite.
 
 Every variant starts from the zero-shot conditioned decoder of one model and refines it on the dataset's context rows
-with ``refine="auto"`` (early stopping on held-out context rows, :mod:`cfip_jax.refine`); the variants differ in what
-is refined (the dataset embedding, the adaLN conditioning, the whole decoding path, with or without a pull towards
-the zero-shot parameters) and in the learning rate. All variants and the zero-shot model are scored on the same suite
-datasets by the evaluation's own tasks, so the tables are ``eval.py``'s.
+with ``refine="auto"`` (early stopping on held-out context rows, :mod:`cfip_jax.inference.refine`); the variants
+differ in what is refined (the dataset embedding, the adaLN conditioning, the whole decoding path, with or without
+a pull towards the zero-shot parameters) and in the learning rate. All variants and the zero-shot model are scored
+on the same suite datasets by the evaluation's own tasks, so the tables are ``eval.py``'s.
 
     python scripts/refine_study.py --out results/refine_study [--suite-d 10,20] [--only embedding,decoder]
     python eval.py --include results/refine_study/results.json --out results/refine_study   # re-report
@@ -24,7 +24,7 @@ sys.path.insert(0, REPO)
 
 from cfip_jax import model_io  # noqa: E402
 from cfip_jax.eval import runner, tasks  # noqa: E402
-from cfip_jax.refine import RefineConfig  # noqa: E402
+from cfip_jax.inference.refine import RefineConfig  # noqa: E402
 
 # name -> (what is refined, its RefineConfig)
 VARIANTS: dict[str, tuple[str, RefineConfig]] = {

@@ -1,11 +1,11 @@
-"""A float64 NumPy oracle of :func:`cfip_jax.correct.fit`: the same candidates, chosen one node, family, design,
-ridge strength and fold at a time with ``numpy.linalg.solve`` (the host fit the device fit replaced)."""
+"""A float64 NumPy oracle of :func:`cfip_jax.inference.correct.fit`: the same candidates, chosen one node,
+family, design, ridge strength and fold at a time with ``numpy.linalg.solve`` (the host fit the device fit replaced)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cfip_jax import correct
+from cfip_jax.inference import correct
 
 
 def _ridge(gram: np.ndarray, rhs: np.ndarray, lam: float, rows: int, fixed: bool) -> np.ndarray:
@@ -18,8 +18,9 @@ def _ridge(gram: np.ndarray, rhs: np.ndarray, lam: float, rows: int, fixed: bool
 
 
 def node_fits(t, x, i, pa, g, b, held_out, scales):
-    """Node ``i``'s candidates in :func:`cfip_jax.correct.fit`'s order: ``[(family, length-scale or None, ridge,
-    held-out squared error, coefficients on every row [1 + k (+ M) + 1], out-of-fold residual predictions [n])]``."""
+    """Node ``i``'s candidates in :func:`cfip_jax.inference.correct.fit`'s order: ``[(family, length-scale or None,
+    ridge, held-out squared error, coefficients on every row [1 + k (+ M) + 1], out-of-fold residual predictions
+    [n])]``."""
     t, x = np.asarray(t, np.float64), np.asarray(x, np.float64)
     r, n, m = x[:, i] - t[:, i], x.shape[0], g.shape[-1]
     out = []

@@ -9,10 +9,10 @@ import pytest
 
 from cfip_jax import model_io
 from cfip_jax.api import CondFiP, InferredSCM, graph_to_adjacency
+from cfip_jax.inference.refine import RefineConfig
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
-from cfip_jax.refine import RefineConfig
 
 NODES = ("a", "b", "c", "d")
 EDGES = [("a", "b"), ("b", "c"), ("a", "d")]

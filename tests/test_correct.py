@@ -1,12 +1,12 @@
-"""The closed-form per-node correction (cfip_jax.correct): ridge in closed form, parents only, chosen on held-out
-rows."""
+"""The closed-form per-node correction (cfip_jax.inference.correct): ridge in closed form, parents only, chosen on
+held-out rows."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfip_jax import correct
+from cfip_jax.inference import correct
 
 D = 6
 

@@ -108,8 +108,8 @@ def test_eval_cli_refuses_bad_refine_flags(tmp_path, capsys, flags, message):
 
 
 def test_eval_cli_with_learned_graphs(tmp_path, shared_dir, capsys):
-    from cfip_jax import structure
     from cfip_jax.data import io
+    from cfip_jax.inference import structure
 
     data = tmp_path / "data"
     rel = "er_linear_gaussian_in/total_nodes_5/seed_901"
@@ -135,7 +135,7 @@ def test_eval_cli_with_learned_graphs(tmp_path, shared_dir, capsys):
 
 def test_eval_cli_refine_flags_reach_the_config():
     from cfip_jax.eval import cli
-    from cfip_jax.refine import RefineConfig
+    from cfip_jax.inference.refine import RefineConfig
 
     p = cli.parser()
     argv = ["--real", "sachs", "--refine", "closed-form", "--refine-features", "64", "--refine-folds", "3"]

@@ -1,5 +1,6 @@
-"""The package's import graph: no module reaches into another's private names, and dependencies point down
-(scm → nn → model → train / eval / api), checked on every import statement of ``cfip_jax`` (in functions too)."""
+"""The package's import graph: no module reaches into another's private names, every module sits in a layer (core →
+inference → api → train / eval / cli / integrations → bench) and imports downwards only, finer rules within a layer,
+and no import cycle; checked on every import statement of ``cfip_jax`` (in functions too)."""
 
 import ast
 import pathlib
@@ -15,23 +16,44 @@ FORBIDDEN = {
     "cfip_jax.fixed_point": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
                              "cfip_jax.bench"),
     "cfip_jax.model": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.bench"),
-    "cfip_jax.correct": ("cfip_jax.scm", "cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval",
-                         "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.data", "cfip_jax.bench", "cfip_jax.refine",
-                         "cfip_jax.fixed_point"),
-    "cfip_jax.refine": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.bench"),
-    "cfip_jax.train": ("cfip_jax.eval", "cfip_jax.api", "cfip_jax.refine", "cfip_jax.bench"),
+    "cfip_jax.inference.correct": ("cfip_jax.scm", "cfip_jax.nn", "cfip_jax.model", "cfip_jax.train",
+                                   "cfip_jax.eval", "cfip_jax.api", "cfip_jax.model_io", "cfip_jax.data",
+                                   "cfip_jax.bench", "cfip_jax.inference.refine", "cfip_jax.fixed_point"),
+    "cfip_jax.inference": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.bench", "cfip_jax.cli",
+                           "cfip_jax.integrations", "cfip_jax.bootstrap"),
+    "cfip_jax.train": ("cfip_jax.eval", "cfip_jax.api", "cfip_jax.inference", "cfip_jax.bench"),
     "cfip_jax.eval": ("cfip_jax.train", "cfip_jax.api", "cfip_jax.bench"),
     "cfip_jax.api": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench"),
     "cfip_jax.model_io": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.api", "cfip_jax.bench"),  # no Orbax
     "cfip_jax.data": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
                       "cfip_jax.bench"),
-    "cfip_jax.structure": ("cfip_jax.scm", "cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval",
+    "cfip_jax.inference.structure": ("cfip_jax.scm", "cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval",
                            "cfip_jax.api", "cfip_jax.bench", "cfip_jax.fixed_point", "cfip_jax.data"),
-    "cfip_jax.scm_io": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
+    "cfip_jax.inference.io": ("cfip_jax.nn", "cfip_jax.model", "cfip_jax.train", "cfip_jax.eval", "cfip_jax.api",
                         "cfip_jax.bench"),
     "cfip_jax.cli": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench"),
     "cfip_jax.integrations": ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.bench", "cfip_jax.cli"),
 }  # fmt: skip
+
+
+# the layers, bottom up: a module imports only from its own layer and the ones below it
+LAYERS = (
+    ("core", ("cfip_jax.validation", "cfip_jax.arrays_io", "cfip_jax.scm", "cfip_jax.nn", "cfip_jax.fixed_point",
+              "cfip_jax.model", "cfip_jax.model_io", "cfip_jax.data", "cfip_jax.compilation_cache",
+              "cfip_jax.assets")),
+    ("inference", ("cfip_jax.inference",)),
+    ("api", ("cfip_jax.api", "cfip_jax.bootstrap")),
+    ("applications", ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.cli", "cfip_jax.integrations",
+                      "cfip_jax.__main__")),
+    ("benchmarks", ("cfip_jax.bench",)),
+)  # fmt: skip
+
+
+def _layer(module: str) -> int | None:
+    for k, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return k
+    return None
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -126,7 +148,7 @@ def test_no_import_cycles():
             if dep not in graph:
                 continue  # a package's __init__ reached through a submodule import
             if state.get(dep) == 1:
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
             elif dep not in state:
                 visit(dep)
         stack.pop()
@@ -136,3 +158,21 @@ def test_no_import_cycles():
         if node not in state:
             visit(node)
     assert not cycles, "\n".join(cycles)
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_downwards():
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if name == "cfip_jax":
+            continue  # the lazy façade
+        own = _layer(name)
+        if own is None:
+            problems.append(f"{name} is in no layer of LAYERS")
+            continue
+        for line, module, names, _ in _imports(path):
+            for imported in [module] + [f"{module}.{n}" for n in names]:
+                target = _layer(imported)
+                if target is not None and target > own:
+                    problems.append(f"{name}:{line} ({LAYERS[own][0]}) imports {imported} ({LAYERS[target][0]})")
+    assert not problems, "\n".join(problems)

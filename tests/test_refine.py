@@ -1,4 +1,5 @@
-"""Semi-amortized refinement (cfip_jax.refine): what each target may change, the objective falls, the hold-out split."""
+"""Semi-amortized refinement (cfip_jax.inference.refine): what each target may change, the objective falls, the
+hold-out split."""
 
 import dataclasses
 
@@ -10,7 +11,7 @@ from helpers import assert_trees_equal
 
 from cfip_jax import model as model_lib
 from cfip_jax import model_io
-from cfip_jax import refine as refine_lib
+from cfip_jax.inference import refine as refine_lib
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cfip_jax import structure
 from cfip_jax.api import CondFiP
+from cfip_jax.inference import structure
 
 
 def _undirected(d, edges):

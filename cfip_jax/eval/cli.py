@@ -8,10 +8,10 @@ import argparse
 import json
 import sys
 
-from cfip_jax import correct as correct_lib
-from cfip_jax import refine as refine_lib
-from cfip_jax import structure
 from cfip_jax.eval import fip, runner, tasks
+from cfip_jax.inference import correct as correct_lib
+from cfip_jax.inference import refine as refine_lib
+from cfip_jax.inference import structure
 
 METHODS = ("cond-fip", "cond-fip-refined", *runner.BASELINES)
 NOT_BY_DEFAULT = ("cond-fip-refined",)  # asked for by name (it costs seconds per dataset)

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from cfip_jax import fixed_point, structure
+from cfip_jax import fixed_point
 from cfip_jax.data import io, real
 from cfip_jax.data.generate import generate_dataset
 from cfip_jax.eval import dowhy_gcm, report, tasks
 from cfip_jax.eval.metrics import mmd
+from cfip_jax.inference import structure
 from cfip_jax.scm.priors import scm_prior
 
 SUITES = ("paper",)

@@ -30,10 +30,10 @@ from jax.tree_util import Partial
 
 from cfip_jax import fixed_point
 from cfip_jax import model as model_lib
-from cfip_jax import refine as refine_lib
 from cfip_jax.data.io import Dataset
 from cfip_jax.eval import baselines, dowhy_gcm, fip
 from cfip_jax.eval.metrics import rmse
+from cfip_jax.inference import refine as refine_lib
 
 TASKS = ("noise", "generation", "interventional", "counterfactual")
 
@@ -225,7 +225,7 @@ def evaluate_dataset(
       iterations: fixed-point steps (``"depth"``: longest path + 1, exact for every method here since each T respects
         the graph).
       adj: the graph ``[d, d]`` the method is fitted on and solved with (default the dataset's true graph; e.g. a
-        learned one, :mod:`cfip_jax.structure`).
+        learned one, :mod:`cfip_jax.inference.structure`).
 
     Returns:
       One record per task: ``{"method", "task", "n_context", "rmse", "seconds"}`` (``seconds``: fitting plus the
@@ -283,13 +283,14 @@ def cond_fip_method(model, name: str = "cond-fip") -> Method:
 def cond_fip_refined_method(
     model, steps: int | str = "auto", config: refine_lib.RefineConfig | None = None, name: str = "cond-fip-refined"
 ) -> Method:
-    """Cond-FiP conditioned on the context (zero-shot), then refined on the context rows (:mod:`cfip_jax.refine`:
-    gradient steps, then the closed-form per-node correction of :mod:`cfip_jax.correct` unless the config has none).
+    """Cond-FiP conditioned on the context (zero-shot), then refined on the context rows
+    (:mod:`cfip_jax.inference.refine`: gradient steps, then the closed-form per-node correction of
+    :mod:`cfip_jax.inference.correct` unless the config has none).
 
     Args:
       model: a :class:`cfip_jax.model.TrainedModel`.
       steps: optimiser steps, ``"auto"`` (early stopping on held-out context rows) or ``"closed-form"``.
-      config: the :class:`~cfip_jax.refine.RefineConfig`.
+      config: the :class:`~cfip_jax.inference.refine.RefineConfig`.
       name: the reported method name.
     """
 

@@ -51,8 +51,6 @@ def load_workdir(workdir: str | os.PathLike) -> TrainedModel:
     return TrainedModel(encoder, to_np(state.frozen), decoder, to_np(state.ema_params), info)
 
 
-
-
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> pathlib.Path:
     """Export the EMA networks of ``workdir``'s latest stage-2 checkpoint with its lineage; returns the directory
     (default ``{workdir}/export``). Raises ``ValueError`` when the workdir has no stage-2 checkpoint."""

@@ -442,8 +442,14 @@ def _deleted(state: Any) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str] = STAGES, *, hooks=(),
-        command: str | None = None) -> dict:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stages: Sequence[str] = STAGES,
+    *,
+    hooks=(),
+    command: str | None = None,
+) -> dict:
     """Train the requested stages in order; returns ``{stage: final TrainState}``.
 
     Args:

@@ -20,7 +20,7 @@ whole gradient refinement is one compiled call (a ``lax.fori_loop`` or ``lax.whi
 compiled once per model, shapes and settings.
 
 Then (``correction``, on by default) the decoder's mechanism is corrected node by node in closed form
-(:mod:`cfip_jax.correct`): a ridge regression of each node's residual on its proposal, its parents and random
+(:mod:`cfip_jax.inference.correct`): a ridge regression of each node's residual on its proposal, its parents and random
 features of them, chosen per node by ``folds``-fold cross-validation over the rows (``folds=1``: on the held-out
 rows of ``"auto"``'s split), the winner refitted on every row. The held-out loss ``"auto"`` and ``"closed-form"``
 report after it scores each held-out row with the correction fitted without that row's fold (the cross-validation's
@@ -32,7 +32,7 @@ hold-out split, row batches, random features and folds — and the refined mecha
 refinement's outcome depends on its path (which held-out check early stopping keeps, which candidate each node's
 correction picks), and averaging two paths removed about 5 % of the error on the suite
 (``docs/refinement.md``). Every member's gradient stage runs in the same compiled call (``vmap`` over the members);
-their corrections are fitted one after the other, each in one compiled call (:func:`cfip_jax.correct.fit`).
+their corrections are fitted one after the other, each in one compiled call (:func:`cfip_jax.inference.correct.fit`).
 
 A refinement whose loss turns non-finite returns the zero-shot parameters (the caller warns).
 """
@@ -49,9 +49,9 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from cfip_jax import correct as correct_lib
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
+from cfip_jax.inference import correct as correct_lib
 from cfip_jax.nn.decoder import Conditioning, frozen_config
 
 TARGETS = ("embedding", "adaln", "decoder")
@@ -64,11 +64,11 @@ class RefineConfig:
 
     Attributes:
       target: what is refined, one of :data:`TARGETS`.
-      correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.correct`):
+      correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.inference.correct`):
         ``"features"`` (linear and random-feature candidates), ``"linear"`` or None (no correction).
       features: random features per node of the ``"features"`` correction.
       folds: how the correction's candidates are chosen: 1 on the held-out rows of the split, k > 1 by k-fold
-        cross-validation over the rows (:func:`cfip_jax.correct.folds`).
+        cross-validation over the rows (:func:`cfip_jax.inference.correct.folds`).
       lr: Adam's learning rate.
       batch: rows per step (None: all). 32 rather than 64: with two members slightly more accurate at every d and
         a fifth faster (with one member it tied 64 at d ≤ 20 and lost 1 % at d = 50; ``docs/refinement.md``).
@@ -321,7 +321,7 @@ class Refined:
         the correction's choice saw it, so ``loss_after`` is slightly optimistic) or on the fitted rows (a number of
         steps); with members, the mean of the members' (each on its own held-out rows).
       loss_on: ``"held-out rows"`` or ``"fitted rows"``.
-      correction: the :class:`cfip_jax.correct.Correction` of the refined mechanism, or None.
+      correction: the :class:`cfip_jax.inference.correct.Correction` of the refined mechanism, or None.
       corrected_nodes: how many nodes kept their mechanism / got a linear / a feature correction, summed over the
         members (None without a correction).
       finite: False when the refinement diverged (then ``model``/``cond`` are the zero-shot ones, no correction,
