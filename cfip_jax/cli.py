@@ -35,8 +35,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cfip_jax import dataclass_flags as flags
 from cfip_jax import validation as V
+from cfip_jax.inference import inputs
 from cfip_jax.inference import structure as structure_lib
+from cfip_jax.inference.refine import RefineConfig
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -94,24 +97,13 @@ def read_edges_csv(path: str | os.PathLike, nodes: Sequence[str]) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     with path.open(newline="") as fh:
         rows = [[c.strip() for c in r] for r in csv.reader(fh) if r]
-    index = {name: i for i, name in enumerate(nodes)}
+    index = set(nodes)
     if rows and not (len(rows[0]) == 2 and rows[0][0] in index and rows[0][1] in index):
         rows = rows[1:]  # a header
-    adj = np.zeros((len(nodes), len(nodes)), np.float32)
     for r, row in enumerate(rows, start=1):
         if len(row) != 2:
             raise InputError(f"{path}: edge {r} has {len(row)} fields; each row is 'parent,child'")
-        for name in row:
-            if name not in index:
-                columns = ", ".join(nodes)
-                raise InputError(f"{path}: edge {r} names unknown node {name!r}; the data's columns: {columns}")
-        if row[0] == row[1]:
-            raise InputError(f"{path}: edge {r} is a self-loop at {row[0]!r}")
-        adj[index[row[0]], index[row[1]]] = 1.0
-    cycle = V.find_cycle(adj)
-    if cycle is not None:
-        raise InputError(f"{path}: the graph has a cycle: {' -> '.join(nodes[i] for i in cycle + cycle[:1])}")
-    return adj
+    return inputs.edges_to_adjacency([tuple(row) for row in rows], nodes, where=str(path))
 
 
 def _write_csv(x: np.ndarray, names: Sequence[str], out: str | None) -> None:
@@ -130,27 +122,6 @@ def _write_csv(x: np.ndarray, names: Sequence[str], out: str | None) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(buf.getvalue())
     os.replace(tmp, target)
-
-
-def _assignments(items: Sequence[str] | None, flag: str, nodes: Sequence[str]) -> dict[str, float]:
-    """``{node: number}`` of ``NODE=NUMBER`` arguments, checked against the SCM's nodes."""
-    out: dict[str, float] = {}
-    for item in items or ():
-        name, sep, value = item.rpartition("=")
-        if not sep or not name:
-            raise InputError(f"{flag} {item!r}: expected NODE=NUMBER")
-        if name not in nodes:
-            raise InputError(f"{flag} {item!r}: unknown node {name!r}; nodes: {', '.join(nodes)}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise InputError(f"{flag} {item!r}: {value!r} is not a number") from None
-        if not math.isfinite(number):
-            raise InputError(f"{flag} {item!r}: the value is not finite")
-        if name in out:
-            raise InputError(f"{flag} names {name!r} twice")
-        out[name] = number
-    return out
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -189,6 +160,10 @@ def cmd_fit(args) -> None:
             raise InputError("--structure is for --graph none")
         structure, adj = None, read_edges_csv(args.graph, names)
     refine = _refine_arg(args.refine)
+    try:
+        refine_config = flags.from_flags(args, RefineConfig, "refine")
+    except ValueError as err:
+        raise InputError(f"--refine-*: {err}") from None
     holdout = V.check_probability(args.holdout, "--holdout")
     if not holdout < 0.5:
         raise InputError(f"--holdout must be below 0.5, got {holdout}")
@@ -202,7 +177,8 @@ def cmd_fit(args) -> None:
 
     model = api.CondFiP.pretrained() if args.model is None else api.CondFiP.load(args.model)
     start = time.perf_counter()
-    scm = model.fit(x[fit_rows], adj, structure=structure, nodes=names, refine=refine, noise_model=args.noise_model)
+    scm = model.fit(x[fit_rows], adj, structure=structure, nodes=names, refine=refine, noise_model=args.noise_model,
+                    refine_config=refine_config)  # fmt: skip
     seconds = time.perf_counter() - start
     noise = np.asarray(scm.noise(x[fit_rows]))
     adj_used = np.asarray(scm.adj)
@@ -244,8 +220,8 @@ def cmd_sample(args) -> None:
     """Observational or interventional samples."""
     n = V.check_int(args.n, "--n", minimum=1)
     scm = _load_scm(args.model_dir)
-    do = _assignments(args.do, "--do", scm.nodes)
-    shift = _assignments(args.shift, "--shift", scm.nodes)
+    do = inputs.assignments(args.do, "--do", scm.nodes)
+    shift = inputs.assignments(args.shift, "--shift", scm.nodes)
     import jax
 
     key = jax.random.key(args.seed)
@@ -261,8 +237,8 @@ def cmd_counterfactual(args) -> None:
     if set(names) != set(scm.nodes):
         raise InputError(f"{args.rows}: columns {', '.join(names)} differ from the SCM's nodes {', '.join(scm.nodes)}")
     x = x[:, [names.index(n) for n in scm.nodes]]
-    do = _assignments(args.do, "--do", scm.nodes)
-    shift = _assignments(args.shift, "--shift", scm.nodes)
+    do = inputs.assignments(args.do, "--do", scm.nodes)
+    shift = inputs.assignments(args.shift, "--shift", scm.nodes)
     if not do and not shift:
         raise InputError("counterfactual needs --do NODE=VALUE and/or --shift NODE=DELTA")
     cf = scm.replace(kind="numpy").counterfactual(x, do or None, shift=shift or None)
@@ -276,8 +252,8 @@ def cmd_effect(args) -> None:
     adj = read_edges_csv(args.graph, names)
     if args.outcome not in names:
         raise InputError(f"--outcome {args.outcome!r}: unknown node; nodes: {', '.join(names)}")
-    do = _assignments(args.do, "--do", names)
-    baseline = _assignments(args.baseline, "--baseline", names) or None
+    do = inputs.assignments(args.do, "--do", names)
+    baseline = inputs.assignments(args.baseline, "--baseline", names) or None
     if not do:
         raise InputError("effect needs --do NODE=VALUE")
     if args.outcome in do or (baseline and args.outcome in baseline):
@@ -338,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="directory for the fitted SCM")
     f.add_argument("--noise-model", choices=("empirical", "gaussian"), default="empirical",
                    help="new noise for sample: resampled abducted noise (default) or a Gaussian per node")  # fmt: skip
+    flags.add_flags(f.add_argument_group("the refinement (with --refine; the fields of RefineConfig)"),
+                    RefineConfig, "refine")  # fmt: skip
     f.set_defaults(run=cmd_fit)
 
     e = sub.add_parser("effect", help="the average causal effect of an intervention, optionally with an interval")

@@ -23,7 +23,7 @@ def _matmul(w, z):
 def _linear(w, mean, std):
     """An InferredSCM whose standardised mechanism is z ↦ z W (nodes in topological order)."""
     d = w.shape[0]
-    return InferredSCM(mechanism_fn=Partial(_matmul, jnp.asarray(w, jnp.float32)), mechanism_at=None,
+    return InferredSCM(mechanism_fn=Partial(_matmul, jnp.asarray(w, jnp.float32)),
                        adj=jnp.asarray((w != 0).astype(np.float32)), mean=jnp.asarray(mean, jnp.float32),
                        std=jnp.asarray(std, jnp.float32),
                        noise_data=jnp.asarray(np.random.default_rng(0).normal(size=(50, d)), jnp.float32),

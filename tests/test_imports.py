@@ -40,7 +40,7 @@ FORBIDDEN = {
 LAYERS = (
     ("core", ("cfip_jax.validation", "cfip_jax.arrays_io", "cfip_jax.scm", "cfip_jax.nn", "cfip_jax.fixed_point",
               "cfip_jax.model", "cfip_jax.model_io", "cfip_jax.data", "cfip_jax.compilation_cache",
-              "cfip_jax.assets")),
+              "cfip_jax.assets", "cfip_jax.dataclass_flags")),
     ("inference", ("cfip_jax.inference",)),
     ("api", ("cfip_jax.api", "cfip_jax.bootstrap")),
     ("applications", ("cfip_jax.train", "cfip_jax.eval", "cfip_jax.cli", "cfip_jax.integrations",

@@ -108,7 +108,8 @@ def test_closed_form_refinement_only_corrects_and_a_config_without_correction_ad
     assert out.loss_after < out.loss_before and sum(out.corrected_nodes.values()) == 3
     assert_trees_equal(out.model.decoder_params, model.decoder_params)
     assert_trees_equal(out.cond, cond)
-    mech, at = out.mechanisms(adj)
+    mech = out.mechanism(adj)
+    at = mech.at
     nodes = jnp.asarray([3, 1])
     np.testing.assert_allclose(at(z, nodes), mech(z)[:, nodes], rtol=1e-5, atol=1e-5)
     plain = refine_lib.refine(model, cond, z, adj, 4, refine_lib.RefineConfig(correction=None))
@@ -129,8 +130,9 @@ def test_an_ensemble_is_the_mean_of_its_members_each_refined_alone_with_its_own_
     assert ens.steps == max(a.steps for a in alone)
     assert ens.corrected_nodes == {k: sum(a.corrected_nodes[k] for a in alone) for k in ens.corrected_nodes}
     np.testing.assert_allclose(ens.loss_after, np.mean([a.loss_after for a in alone]), rtol=1e-6)
-    mech, at = ens.mechanisms(adj)
-    singles = [a.mechanisms(adj)[0](z) for a in alone]
+    mech = ens.mechanism(adj)
+    at = mech.at
+    singles = [a.mechanism(adj)(z) for a in alone]
     assert not np.allclose(singles[0], singles[1], atol=1e-4)  # the members differ, so the mean is not any of them
     np.testing.assert_allclose(mech(z), sum(singles) / 3, rtol=1e-5, atol=1e-6)
     nodes = jnp.asarray([2, 0])

@@ -8,8 +8,8 @@ import argparse
 import json
 import sys
 
+from cfip_jax import dataclass_flags as flags
 from cfip_jax.eval import fip, runner, tasks
-from cfip_jax.inference import correct as correct_lib
 from cfip_jax.inference import refine as refine_lib
 from cfip_jax.inference import structure
 
@@ -51,31 +51,8 @@ def parser() -> argparse.ArgumentParser:
         help="cond-fip-refined: optimiser steps, 'auto' (early stopping on held-out context rows; default) or "
         "'closed-form' (no gradient step, the correction only)",
     )
-    p.add_argument(
-        "--refine-target",
-        default=refine_lib.RefineConfig.target,
-        help=f"cond-fip-refined: what is refined, one of {', '.join(refine_lib.TARGETS)} "
-        f"(default {refine_lib.RefineConfig.target})",
-    )
-    p.add_argument(
-        "--refine-correction",
-        default=refine_lib.RefineConfig.correction,
-        help=f"cond-fip-refined: the closed-form per-node correction after the gradient steps, one of "
-        f"{', '.join(correct_lib.KINDS)} or none (default {refine_lib.RefineConfig.correction})",
-    )
-    p.add_argument("--refine-lr", type=float, default=refine_lib.RefineConfig.lr, help="cond-fip-refined: Adam's lr")
-    for field, what in (
-        ("max_steps", "the cap of --refine auto"),
-        ("batch", "rows per gradient step"),
-        ("patience", "--refine auto stops after this many held-out checks without improvement"),
-        ("eval_every", "steps between --refine auto's held-out checks"),
-        ("features", "random features per node of the features correction"),
-        ("folds", "1 chooses the correction on the held-out rows, k > 1 by k-fold cross-validation"),
-        ("members", "refinements averaged (an ensemble, each with its own seed)"),
-    ):
-        default = getattr(refine_lib.RefineConfig, field)
-        p.add_argument(f"--refine-{field.replace('_', '-')}", type=int, default=default,
-                       help=f"cond-fip-refined: {what} (default {default})")  # fmt: skip
+    flags.add_flags(p.add_argument_group("cond-fip-refined (the fields of RefineConfig)"), refine_lib.RefineConfig,
+                    "refine")  # fmt: skip
     p.add_argument(
         "--include",
         nargs="*",
@@ -105,15 +82,10 @@ def refine_settings(p: argparse.ArgumentParser, args) -> tuple[int | str, refine
             p.error(f"--refine must be a number of steps >= 1, 'auto' or 'closed-form', got {steps!r}")
         if steps < 1:
             p.error(f"--refine must be a number of steps >= 1, 'auto' or 'closed-form', got {steps}")
-    correction = None if args.refine_correction == "none" else args.refine_correction
-    if steps == "closed-form" and correction is None:
+    if steps == "closed-form" and args.refine_correction is None:
         p.error("--refine closed-form is the correction alone: it needs --refine-correction features or linear")
     try:
-        cfg = refine_lib.RefineConfig(target=args.refine_target, correction=correction, lr=args.refine_lr,
-                                      max_steps=args.refine_max_steps, features=args.refine_features,
-                                      folds=args.refine_folds, patience=args.refine_patience,
-                                      batch=args.refine_batch, eval_every=args.refine_eval_every,
-                                      members=args.refine_members)  # fmt: skip
+        cfg = flags.from_flags(args, refine_lib.RefineConfig, "refine")
     except ValueError as err:
         p.error(f"--refine-*: {err}")
     return steps, cfg

@@ -29,10 +29,10 @@ import numpy as np
 from jax.tree_util import Partial
 
 from cfip_jax import fixed_point
-from cfip_jax import model as model_lib
 from cfip_jax.data.io import Dataset
 from cfip_jax.eval import baselines, dowhy_gcm, fip
 from cfip_jax.eval.metrics import rmse
+from cfip_jax.inference import fit as fit_lib
 from cfip_jax.inference import refine as refine_lib
 
 TASKS = ("noise", "generation", "interventional", "counterfactual")
@@ -265,7 +265,8 @@ def true_mechanism_method(apply: Callable[[jax.Array], jax.Array], scale_from: S
 
 
 def cond_fip_method(model, name: str = "cond-fip") -> Method:
-    """Cond-FiP as a :class:`Method`: no fitting, the context is encoded and conditions the decoder (zero-shot).
+    """Cond-FiP as a :class:`Method`: no fitting, the context is encoded and conditions the decoder (zero-shot;
+    :func:`cfip_jax.inference.fit.infer`, as :meth:`cfip_jax.api.CondFiP.fit`).
 
     Args:
       model: a :class:`cfip_jax.model.TrainedModel`.
@@ -273,9 +274,8 @@ def cond_fip_method(model, name: str = "cond-fip") -> Method:
     """
 
     def fit(x: np.ndarray, adj: np.ndarray):
-        adj = jnp.asarray(adj, jnp.float32)[None]
-        cond = model_lib.condition_jit(model, jnp.asarray(x, jnp.float32)[None], adj)
-        return LeveledMechanism(*model_lib.decoder_mechanisms(model.decoder, model.decoder_params, cond, adj))
+        mech = fit_lib.infer(model, jnp.asarray(x, jnp.float32), adj).mechanism
+        return LeveledMechanism(mech, mech)
 
     return Method(name, fit)
 
@@ -295,10 +295,7 @@ def cond_fip_refined_method(
     """
 
     def fit(x: np.ndarray, adj: np.ndarray):
-        adj_b = jnp.asarray(adj, jnp.float32)[None]
-        z = jnp.asarray(x, jnp.float32)
-        cond = model_lib.condition_jit(model, z[None], adj_b)
-        out = refine_lib.refine(model, cond, z, adj_b, steps, config)
-        return LeveledMechanism(*out.mechanisms(adj_b))
+        mech = fit_lib.infer(model, jnp.asarray(x, jnp.float32), adj, refine=steps, cfg=config).mechanism
+        return LeveledMechanism(mech, mech)
 
     return Method(name, fit)

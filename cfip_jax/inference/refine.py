@@ -47,12 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.tree_util import Partial
 
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.inference import correct as correct_lib
-from cfip_jax.nn.decoder import Conditioning, frozen_config
+from cfip_jax.inference.mechanism import Mechanism
+from cfip_jax.nn.decoder import Conditioning
 
 TARGETS = ("embedding", "adaln", "decoder")
 MIN_HELD_OUT, MIN_FIT_ROWS = 10, 20
@@ -63,7 +63,7 @@ class RefineConfig:
     """How to refine (hashable: a static argument of the compiled refinement).
 
     Attributes:
-      target: what is refined, one of :data:`TARGETS`.
+      target: what is refined: ``"embedding"``, ``"adaln"`` or ``"decoder"`` (:data:`TARGETS`).
       correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.inference.correct`):
         ``"features"`` (linear and random-feature candidates), ``"linear"`` or None (no correction).
       features: random features per node of the ``"features"`` correction.
@@ -310,7 +310,7 @@ class Refined:
 
     With ``members`` > 1 (an ensemble, :class:`RefineConfig`) the refined decoder variables, conditioning and
     correction hold one entry per member along a new leading axis (:func:`stack`), and the mechanism is the mean of
-    the members' (:func:`mechanisms`).
+    the members' (:meth:`mechanism`).
 
     Attributes:
       model: the model with the refined decoder variables (the encoder unchanged).
@@ -340,42 +340,15 @@ class Refined:
     finite: bool = True
     members: int = 1
 
-    def mechanisms(self, adj: jax.Array):
-        """``(mechanism, node mechanism)`` of the refined SCM (``single=True`` forms, ``adj [1, d, d]``)."""
-        return mechanisms(self.model.decoder, self.model.decoder_params, self.cond, self.correction, adj, self.members)
+    def mechanism(self, adj: jax.Array) -> Mechanism:
+        """The refined SCM's :class:`~cfip_jax.inference.mechanism.Mechanism` (``adj [1, d, d]``)."""
+        return Mechanism.build(self.model.decoder, self.model.decoder_params, self.cond, adj, self.correction,
+                               self.members)  # fmt: skip
 
 
 def stack(trees: list[Any]) -> Any:
     """The members' pytrees (same structure and shapes) as one pytree with a leading member axis."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
-@functools.lru_cache(maxsize=64)
-def _members_mean_fn(decoder, nodes: bool):
-    """``(params, cond, correction, adj, z[, nodes]) -> the members' mean mechanism`` for a (hashable) decoder: the
-    members one at a time (``lax.map``), so one member's intermediates are alive at once, not all of them."""
-
-    def mean(params, cond, correction, adj, z, *at):
-        def one(member):
-            p, c, corr = member
-            mech, mech_at = correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, p, c, adj), corr)
-            return mech_at(z, *at) if nodes else mech(z)
-
-        return jnp.mean(jax.lax.map(one, (params, cond, correction)), axis=0)
-
-    return mean
-
-
-def mechanisms(decoder, decoder_params, cond: Conditioning, correction, adj: jax.Array, members: int = 1):
-    """``(mechanism, node mechanism)`` of a refined SCM: the conditioned decoder with its correction (None: none;
-    ``adj [1, d, d]``), or with ``members`` > 1 the mean of the members' such mechanisms, ``decoder_params``,
-    ``cond`` and ``correction`` holding the members along a leading axis (:func:`stack`). Pytrees
-    (``Partial``), so the solvers compile once per shape."""
-    if members == 1:
-        return correct_lib.corrected(*model_lib.decoder_mechanisms(decoder, decoder_params, cond, adj), correction)
-    decoder = decoder.clone(config=frozen_config(decoder.config))  # hashable: one compiled solver per decoder
-    arrays = (decoder_params, cond, correction, adj)
-    return Partial(_members_mean_fn(decoder, False), *arrays), Partial(_members_mean_fn(decoder, True), *arrays)
 
 
 def _row_rmse_of(pred: np.ndarray, x: np.ndarray) -> float:
