@@ -29,6 +29,7 @@ import numpy as np
 from cfip_jax import fixed_point
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
+from cfip_jax.inference import noise as noise_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,13 +127,7 @@ class BootstrapSCM:
 
     def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
         """``[B, n, d]`` new standardised noise from each resample's noise model (the point SCM's kind)."""
-        b, d = self.n_boot, len(self.nodes)
-        if self.point.noise_model == "gaussian":
-            mu = self.noise_data.mean(1, keepdims=True)
-            sd = self.noise_data.std(1, ddof=1, keepdims=True)
-            return mu + sd * jax.random.normal(key, (b, n, d))
-        idx = jax.random.randint(key, (b, n, d), 0, self.noise_data.shape[1])
-        return jnp.take_along_axis(self.noise_data, idx, axis=1)
+        return noise_lib.draw(self.noise_data, n, key, self.point.noise_model)
 
     def _solve(self, noise: jax.Array, mask=None, vals=None) -> jax.Array:
         adj_b = jnp.broadcast_to(self.adj, (self.n_boot, *self.adj.shape))

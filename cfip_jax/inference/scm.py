@@ -23,11 +23,12 @@ from cfip_jax import validation as V
 from cfip_jax.inference import correct as correct_lib
 from cfip_jax.inference import inputs
 from cfip_jax.inference import io as scm_io
+from cfip_jax.inference import noise as noise_lib
 from cfip_jax.inference.mechanism import FitInfo, Mechanism
 from cfip_jax.nn.arch import decoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder, Conditioning
 
-NOISE_MODELS = ("gaussian", "empirical")
+NOISE_MODELS = noise_lib.MODELS
 
 
 def _rows(v: jax.Array, like: jax.Array) -> jax.Array:
@@ -137,14 +138,7 @@ class InferredSCM:
         return mask, vals, delta
 
     def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
-        n = V.check_int(n, "n", minimum=1)
-        if self.noise_model == "gaussian":
-            mu = self.noise_data.mean(0)
-            sd = self.noise_data.std(0, ddof=1)
-            return mu[None, :] + sd[None, :] * jax.random.normal(key, (n, len(self.nodes)))
-        keys = jax.random.split(key, len(self.nodes))
-        idx = jax.vmap(lambda k: jax.random.randint(k, (n,), 0, self.noise_data.shape[0]))(keys)  # [d, n]
-        return jnp.take_along_axis(self.noise_data, idx.T, axis=0)
+        return noise_lib.draw(self.noise_data, V.check_int(n, "n", minimum=1), key, self.noise_model)
 
     def _solve(self, noise: jax.Array, mask: np.ndarray | None = None, vals: np.ndarray | None = None) -> jax.Array:
         """The fixed point x = T(x) + noise (standardised), clamped where ``mask``; exact for the DAG."""
