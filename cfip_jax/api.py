@@ -40,6 +40,19 @@ from cfip_jax.inference.mechanism import FitInfo
 from cfip_jax.inference.scm import NOISE_MODELS, InferredSCM
 
 
+def _graph_of(graph: Any, structure: str | None, arr: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """The checked DAG ``[d, d]``: the given ``graph``, or with ``graph=None`` the one ``structure`` learns."""
+    if graph is None and structure is None:
+        learners = ", ".join(structure_lib.LEARNERS)
+        raise ValueError(f"graph=None needs a structure learner: structure= one of {learners}")
+    if graph is not None and structure is not None:
+        raise ValueError("give either a graph or structure= (a learner for graph=None), not both")
+    if graph is not None:
+        return graph_to_adjacency(graph, names)
+    structure_lib.check_learner(structure)
+    return structure_lib.discover(arr, structure)[0]
+
+
 class CondFiP:
     """A trained Cond-FiP model: encoder and decoder with their EMA parameters."""
 
@@ -173,19 +186,9 @@ class CondFiP:
         """
         V.check_choice(noise_model, NOISE_MODELS, "noise model")
         refine = refine_lib.check_refine(refine)
-        if graph is None and structure is None:
-            learners = ", ".join(structure_lib.LEARNERS)
-            raise ValueError(f"graph=None needs a structure learner: structure= one of {learners}")
-        if graph is not None and structure is not None:
-            raise ValueError("give either a graph or structure= (a learner for graph=None), not both")
-        if structure is not None:
-            structure_lib.check_learner(structure)
         arr, names, kind = inputs.data(data, nodes)
         mean, std = inputs.statistics(arr, names)
-        if graph is None:
-            adj, _ = structure_lib.discover(arr, structure)
-        else:
-            adj = graph_to_adjacency(graph, names)
+        adj = _graph_of(graph, structure, arr, names)
         z = jnp.asarray((arr - mean) / std, jnp.float32)
         rows = self.context_rows(arr.shape[0], max_context)
         out = fit_lib.infer(self.model, z, adj, context_rows=rows, refine=refine, cfg=refine_config)

@@ -154,6 +154,58 @@ def assignments(items: Sequence[str] | None, flag: str, names: Sequence[str]) ->
     return out
 
 
+def intervention(
+    values: Mapping[Any, Any] | None, shift: Mapping[Any, Any] | None, names: Sequence[str], mean, std
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """``(clamp mask [d] or None, standardised values [d] or None, standardised shift [d])`` of an intervention:
+    ``values`` hard ones, ``shift`` shift ones, in the data's units (``mean``, ``std`` ``[d]`` standardise them);
+    one-line errors for unknown nodes, non-numbers, non-finite values, no intervention at all and a node both
+    clamped and shifted."""
+    d = len(names)
+    hard, moved = node_values(values, names, "values"), node_values(shift, names, "shift")
+    if not hard and not moved:
+        raise ValueError("an intervention needs values={node: value} (hard) and/or shift={node: delta}")
+    both = sorted(set(hard) & set(moved))
+    if both:
+        raise ValueError(f"node(s) {', '.join(names[i] for i in both)} both clamped and shifted")
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    delta = np.zeros(d, np.float32)
+    for i, value in moved.items():
+        delta[i] = value / std[i]  # a shift in the user's units is δ/σ in standardised ones (no centring)
+    if not hard:
+        return None, None, delta
+    mask, vals = np.zeros(d, bool), np.zeros(d, np.float32)
+    for i, value in hard.items():
+        mask[i], vals[i] = True, (value - mean[i]) / std[i]
+    return mask, vals, delta
+
+
+def hard_values(values: Mapping[Any, Any], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask [d] bool, values [d] float64 in the data's units)`` of a hard intervention ``{node: value}``
+    (known nodes, finite numbers, at least one)."""
+    hard = node_values(values, names, "do")
+    if not hard:
+        raise ValueError("an effect needs do={node: value} with at least one node")
+    mask, raw = np.zeros(len(names), bool), np.zeros(len(names), np.float64)
+    for i, value in hard.items():
+        mask[i], raw[i] = True, value
+    return mask, raw
+
+
+def effect_plan(outcome: Any, do: Mapping[Any, Any], baseline: Mapping[Any, Any] | None, n: int,
+                names: Sequence[str]):  # fmt: skip
+    """The validated parts of an effect query: ``(outcome index, (mask, values) of do, (mask, values) of the
+    baseline or None)``; one ``ValueError`` for an unknown outcome, an outcome that is also intervened on, an empty
+    or bad intervention, or ``n < 1``."""
+    j = node_index(outcome, names)
+    V.check_int(n, "n", minimum=1)
+    plans = [hard_values(do, names)] + ([] if baseline is None else [hard_values(baseline, names)])
+    for mask in (p[0] for p in plans):
+        if mask[j]:
+            raise ValueError(f"the outcome {names[j]!r} is also intervened on: it cannot be a treatment")
+    return j, plans[0], (plans[1] if baseline is not None else None)
+
+
 def descendants(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
     """``[d]`` bool: the nodes in ``start`` and every descendant of them in ``adj [d, d]``."""
     reached = np.asarray(start, bool).copy()

@@ -114,28 +114,8 @@ class InferredSCM:
             raise ValueError(f"{name} columns {list(map(str, x.columns))} differ from the SCM's nodes")
         return self._std(arr)
 
-    def _intervention(
-        self, values: Mapping[Any, float] | None, shift: Mapping[Any, float] | None = None
-    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-        """``(clamp mask [d] or None, standardised values [d] or None, standardised shift [d])`` of an intervention;
-        one-line errors for unknown nodes, non-numbers, non-finite values and a node both clamped and shifted."""
-        d = len(self.nodes)
-        hard, moved = inputs.node_values(values, self.nodes, "values"), inputs.node_values(shift, self.nodes, "shift")
-        if not hard and not moved:
-            raise ValueError("an intervention needs values={node: value} (hard) and/or shift={node: delta}")
-        both = sorted(set(hard) & set(moved))
-        if both:
-            raise ValueError(f"node(s) {', '.join(self.nodes[i] for i in both)} both clamped and shifted")
-        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
-        delta = np.zeros(d, np.float32)
-        for i, value in moved.items():
-            delta[i] = value / std[i]  # a shift in the user's units is δ/σ in standardised ones (no centring)
-        if not hard:
-            return None, None, delta
-        mask, vals = np.zeros(d, bool), np.zeros(d, np.float32)
-        for i, value in hard.items():
-            mask[i], vals[i] = True, (value - mean[i]) / std[i]
-        return mask, vals, delta
+    def _intervention(self, values, shift=None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        return inputs.intervention(values, shift, self.nodes, np.asarray(self.mean), np.asarray(self.std))
 
     def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
         return noise_lib.draw(self.noise_data, V.check_int(n, "n", minimum=1), key, self.noise_model)
@@ -202,26 +182,12 @@ class InferredSCM:
 
     def intervention_values(self, values: Mapping[Any, float]) -> tuple[np.ndarray, np.ndarray]:
         """``(mask [d] bool, values [d] float64 in the data's units)`` of a hard intervention ``{node: value}``
-        (validated: known nodes, finite numbers, at least one)."""
-        hard = inputs.node_values(values, self.nodes, "do")
-        if not hard:
-            raise ValueError("an effect needs do={node: value} with at least one node")
-        mask, raw = np.zeros(len(self.nodes), bool), np.zeros(len(self.nodes), np.float64)
-        for i, value in hard.items():
-            mask[i], raw[i] = True, value
-        return mask, raw
+        (:func:`cfip_jax.inference.inputs.hard_values`)."""
+        return inputs.hard_values(values, self.nodes)
 
     def effect_plan(self, outcome, do, baseline, n: int):
-        """The validated parts of an effect query: ``(outcome index, (mask, values) of do, (mask, values) of the
-        baseline or None)``; one ``ValueError`` for an unknown outcome, an outcome that is also intervened on, an
-        empty or bad intervention, or ``n < 1``."""
-        j = inputs.node_index(outcome, self.nodes)
-        V.check_int(n, "n", minimum=1)
-        plans = [self.intervention_values(do)] + ([] if baseline is None else [self.intervention_values(baseline)])
-        for mask in (p[0] for p in plans):
-            if mask[j]:
-                raise ValueError(f"the outcome {self.nodes[j]!r} is also intervened on: it cannot be a treatment")
-        return j, plans[0], (plans[1] if baseline is not None else None)
+        """The validated parts of an effect query (:func:`cfip_jax.inference.inputs.effect_plan`)."""
+        return inputs.effect_plan(outcome, do, baseline, n, self.nodes)
 
     def effect(self, outcome, do: Mapping[Any, float], baseline: Mapping[Any, float] | None = None, *,
                n: int = 1000, key: jax.Array) -> float:  # fmt: skip
@@ -261,54 +227,72 @@ class InferredSCM:
         :mod:`cfip_jax.inference.io`): the conditioned decoder, graph, units and abducted noise, and ``summary`` (any
         JSON-able dict) as ``summary.json``. Written whole or not at all; an existing saved SCM there is replaced.
         Returns the directory."""
-        mech = self.decoder_mechanism
-        if mech is None:
-            raise ValueError("this SCM holds no decoder to save (make it with CondFiP.fit)")
-        arrays = dict(adj=self.adj, mean=self.mean, std=self.std, noise_data=self.noise_data,
-                      **{f"cond/{k}": getattr(mech.cond, k) for k in ("v", "p", "c")},
-                      **scm_io.flatten("decoder", mech.params))  # fmt: skip
-        if mech.correction is not None:
-            arrays.update({f"correction/{k}": getattr(mech.correction, k) for k in correct_lib.Correction.FIELDS})
-        meta = dict(nodes=list(self.nodes), kind=self.kind, noise_model=self.noise_model, **self.info.to_dict(),
-                    decoder=mech.decoder.config.to_dict(), correction=mech.correction is not None,
-                    members=mech.members)  # fmt: skip
-        return str(scm_io.write(path, meta, {k: np.asarray(v) for k, v in arrays.items()}, summary))
+        return str(scm_io.write(path, *_pack(self), summary))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InferredSCM:
         """Read an SCM written by :meth:`save` (one ``ValueError`` if the directory is incomplete, not a saved SCM,
         or from another format version)."""
-        meta, arrays = scm_io.read(path)
-        try:
-            decoder = CondFiPDecoder(config=decoder_arch("reference", **meta["decoder"]))
-            nodes = tuple(str(v) for v in meta["nodes"])
-            cond = Conditioning(**{k: jnp.asarray(arrays[f"cond/{k}"]) for k in ("v", "p", "c")})
-            params = scm_io.unflatten("decoder", arrays)
-            adj = V.check_dag(arrays["adj"], "saved graph", len(nodes))
-            fields = dict(noise_model=V.check_choice(meta["noise_model"], NOISE_MODELS, "noise model"),
-                          kind=V.check_choice(meta["kind"], inputs.KINDS, "kind"))  # fmt: skip
-            made = dict(refined_steps=int(meta["refined_steps"]), refine_loss_on=meta["refine_loss_on"],
-                        refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
-                        graph_source=str(meta["graph_source"]))  # fmt: skip
-            members = V.check_int(meta.get("members", 1), "saved members", minimum=1)
-            lead = () if members == 1 else (members,)
-            model_lib.check_variables(params, decoder, f"{path}: array decoder/", lead)
-            mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
-            correction = None
-            if meta.get("correction"):
-                correction = correct_lib.Correction(
-                    **{k: jnp.asarray(arrays[f"correction/{k}"]) for k in correct_lib.Correction.FIELDS}
-                )
-                if correction.scale.shape != lead + (len(nodes),):
-                    raise ValueError(f"{path}: saved correction does not match its {len(nodes)} nodes")
-                made["corrected_nodes"] = tuple(int(v) for v in meta["corrected_nodes"])
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: incomplete saved SCM ({err!s} missing or malformed)") from None
-        if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
-            raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
-        adj_b = jnp.asarray(adj)[None]
-        if cond.c.shape[: len(lead)] != lead:
-            raise ValueError(f"{path}: saved conditioning does not hold its {members} members")
-        mech = Mechanism.build(decoder, params, cond, adj_b, correction, members)
-        return cls(mechanism_fn=mech, adj=jnp.asarray(adj), mean=jnp.asarray(mean), std=jnp.asarray(std),
-                   noise_data=jnp.asarray(noise), nodes=nodes, info=FitInfo(**made), **fields)  # fmt: skip
+        return cls(**_unpack(path))
+
+
+def _pack(scm: InferredSCM) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(metadata, arrays)`` of a saved SCM (:mod:`cfip_jax.inference.io`); refuses one without a decoder."""
+    mech = scm.decoder_mechanism
+    if mech is None:
+        raise ValueError("this SCM holds no decoder to save (make it with CondFiP.fit)")
+    arrays = dict(adj=scm.adj, mean=scm.mean, std=scm.std, noise_data=scm.noise_data,
+                  **{f"cond/{k}": getattr(mech.cond, k) for k in ("v", "p", "c")},
+                  **scm_io.flatten("decoder", mech.params))  # fmt: skip
+    if mech.correction is not None:
+        arrays.update({f"correction/{k}": getattr(mech.correction, k) for k in correct_lib.Correction.FIELDS})
+    meta = dict(nodes=list(scm.nodes), kind=scm.kind, noise_model=scm.noise_model, **scm.info.to_dict(),
+                decoder=mech.decoder.config.to_dict(), correction=mech.correction is not None,
+                members=mech.members)  # fmt: skip
+    return meta, {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def _unpack(path: str | os.PathLike) -> dict:
+    """The :class:`InferredSCM` fields of the SCM saved in ``path``, every array checked."""
+    meta, arrays = scm_io.read(path)
+    try:
+        decoder = CondFiPDecoder(config=decoder_arch("reference", **meta["decoder"]))
+        nodes = tuple(str(v) for v in meta["nodes"])
+        cond = Conditioning(**{k: jnp.asarray(arrays[f"cond/{k}"]) for k in ("v", "p", "c")})
+        params = scm_io.unflatten("decoder", arrays)
+        adj = V.check_dag(arrays["adj"], "saved graph", len(nodes))
+        fields = dict(noise_model=V.check_choice(meta["noise_model"], NOISE_MODELS, "noise model"),
+                      kind=V.check_choice(meta["kind"], inputs.KINDS, "kind"))  # fmt: skip
+        made = dict(refined_steps=int(meta["refined_steps"]), refine_loss_on=meta["refine_loss_on"],
+                    refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
+                    graph_source=str(meta["graph_source"]))  # fmt: skip
+        members = V.check_int(meta.get("members", 1), "saved members", minimum=1)
+        lead = () if members == 1 else (members,)
+        model_lib.check_variables(params, decoder, f"{path}: array decoder/", lead)
+        mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
+        correction = None
+        if meta.get("correction"):
+            correction = correct_lib.Correction(
+                **{k: jnp.asarray(arrays[f"correction/{k}"]) for k in correct_lib.Correction.FIELDS}
+            )
+            if correction.scale.shape != lead + (len(nodes),):
+                raise ValueError(f"{path}: saved correction does not match its {len(nodes)} nodes")
+            made["corrected_nodes"] = tuple(int(v) for v in meta["corrected_nodes"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: incomplete saved SCM ({err!s} missing or malformed)") from None
+    if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
+        raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
+    adj_b = jnp.asarray(adj)[None]
+    if cond.c.shape[: len(lead)] != lead:
+        raise ValueError(f"{path}: saved conditioning does not hold its {members} members")
+    mech = Mechanism.build(decoder, params, cond, adj_b, correction, members)
+    return dict(
+        mechanism_fn=mech,
+        adj=jnp.asarray(adj),
+        mean=jnp.asarray(mean),
+        std=jnp.asarray(std),
+        noise_data=jnp.asarray(noise),
+        nodes=nodes,
+        info=FitInfo(**made),
+        **fields,
+    )
