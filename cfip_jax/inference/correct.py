@@ -148,10 +148,11 @@ def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 def parent_slots(adj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(parents [d, K] int32, pmask [d, K] float32)`` of the graph ``adj [d, d]`` (``adj[j, i] ≠ 0``: j → i), K the
-    largest in-degree (at least 1); node i's parents in increasing order, padding 0 with mask 0."""
+    largest in-degree rounded up to a power of two (so graphs of one size share a few compiled fits; the padded
+    slots get coefficient 0 exactly); node i's parents in increasing order, padding 0 with mask 0."""
     adj = np.asarray(adj) != 0
     d = adj.shape[0]
-    k_max = max(1, int(adj.sum(0).max(initial=0)))
+    k_max = 1 << max(0, int(adj.sum(0).max(initial=0)) - 1).bit_length()
     parents, pmask = np.zeros((d, k_max), np.int32), np.zeros((d, k_max), np.float32)
     for i in range(d):
         pa = np.flatnonzero(adj[:, i])
