@@ -129,10 +129,10 @@ class BootstrapSCM:
         """``[B, n, d]`` new standardised noise from each resample's noise model (the point SCM's kind)."""
         return noise_lib.draw(self.noise_data, n, key, self.point.noise_model)
 
-    def _solve(self, noise: jax.Array, mask=None, vals=None) -> jax.Array:
+    def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None) -> jax.Array:
         adj_b = jnp.broadcast_to(self.adj, (self.n_boot, *self.adj.shape))
         at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, self.cond, adj_b, None)
-        return fixed_point.solve_by_level(at, noise, np.asarray(self.adj), mask, vals)
+        return fixed_point.solve_by_level(at, noise, np.asarray(self.adj), mask, vals, targets=targets)
 
     def _raw(self, z: jax.Array) -> jax.Array:
         return z * self.std[:, None, :] + self.mean[:, None, :]
@@ -160,11 +160,11 @@ class BootstrapSCM:
         little sampling noise); the cost is B × n samples solved twice, so it is kept small by default."""
         j, (mask, raw), base = self.point.effect_plan(outcome, do, baseline, n)
         noise = self._fresh_noise(n, key)  # the same noise under both: the difference is free of sampling noise
-        treated = self._solve(noise, mask, self._standardised(raw))[..., j].mean(-1)
+        treated = self._solve(noise, mask, self._standardised(raw), [j])[..., j].mean(-1)  # j's ancestors only
         if base is None:
-            control = self._solve(noise)[..., j].mean(-1)
+            control = self._solve(noise, targets=[j])[..., j].mean(-1)
         else:
-            control = self._solve(noise, base[0], self._standardised(base[1]))[..., j].mean(-1)
+            control = self._solve(noise, base[0], self._standardised(base[1]), [j])[..., j].mean(-1)
         values = np.asarray((treated - control) * self.std[:, j], np.float64)
         alpha = (1.0 - self.level) / 2.0
         low, high = np.quantile(values, [alpha, 1.0 - alpha])

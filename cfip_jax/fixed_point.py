@@ -229,20 +229,43 @@ def intervene(
     return _solve(_as_pytree(mechanism), noise, clamp, vals, depth, steps=steps)
 
 
-def host_levels(adj: np.ndarray) -> np.ndarray:
+def host_levels(adj: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """Topological levels of a DAG as a padded index table, computed on the host.
 
     Args:
       adj: ``[N, N]`` acyclic, ``adj[i, j] != 0`` ⇔ edge i → j.
+      keep: optional ``[N]`` bool: list only these nodes (levels left empty are dropped; the order stays
+        topological, each kept node after its kept parents).
 
     Returns:
       ``[L, K]`` int32: row ℓ lists the nodes whose longest path from a root has ℓ edges (L = longest path + 1,
       K = the largest level), padded by repeating the row's first node.
     """
     level = _host_node_levels(adj)
-    rows = [np.flatnonzero(level == lv) for lv in range(int(level.max(initial=0)) + 1)]
+    keep = np.ones(level.shape, bool) if keep is None else np.asarray(keep, bool)
+    rows = [np.flatnonzero((level == lv) & keep) for lv in range(int(level.max(initial=0)) + 1)]
+    rows = [r for r in rows if len(r)] or [np.zeros(1, np.int64)]
     width = max(len(r) for r in rows)
     return np.stack([np.concatenate([r, np.full(width - len(r), r[0])]) for r in rows]).astype(np.int32)
+
+
+def host_ancestral_set(adj: np.ndarray, targets: Any, cut: np.ndarray | None = None) -> np.ndarray:
+    """``[N]`` bool: the ``targets`` and every node with a directed path to one of them (NumPy).
+
+    ``cut`` (``[N]`` bool, optional): nodes whose incoming edges are removed first (hard-intervened nodes: their
+    ancestors do not reach the targets through them).
+    """
+    edges = np.asarray(adj) != 0
+    if cut is not None:
+        edges = edges & ~np.asarray(cut, bool)[None, :]
+    keep = np.zeros(edges.shape[-1], bool)
+    keep[np.asarray(targets, np.int64).reshape(-1)] = True
+    for _ in range(edges.shape[-1]):
+        new = keep | edges[:, keep].any(axis=1)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return keep
 
 
 @jax.jit
@@ -264,6 +287,8 @@ def solve_by_level(
     adj: np.ndarray,
     intervened: jax.Array | None = None,
     values: jax.Array | None = None,
+    *,
+    targets: Any = None,
 ) -> jax.Array:
     """The fixed point computed one topological level at a time: the same samples as :func:`generate` /
     :func:`intervene` with ``iterations="depth"``, evaluating each node's mechanism once instead of depth + 1 times.
@@ -277,6 +302,9 @@ def solve_by_level(
       noise: ``[..., n, N]`` ε.
       adj: ``[N, N]`` concrete DAG.
       intervened, values: optional hard intervention, as :func:`intervene`.
+      targets: optional node indices: solve only what they depend on — the targets and their ancestors (not through
+        a node intervened on in every row, when ``intervened`` is concrete). Their values are exact; the other
+        nodes' entries are left unsolved (their noise, or their clamp). An effect on one outcome needs only these.
 
     Returns:
       ``[..., n, N]`` float32.
@@ -290,7 +318,16 @@ def solve_by_level(
     clamp = vals = None
     if intervened is not None:
         clamp, vals = _check_intervention(intervened, values, noise.shape[-1])
-    levels = jnp.asarray(host_levels(np.asarray(adj)))
+    keep = None
+    if targets is not None:
+        idx = np.asarray(targets).reshape(-1)
+        if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= noise.shape[-1]:
+            raise ValueError(f"targets must be node indices in [0, {noise.shape[-1]}), got {targets!r}")
+        cut = None
+        if _concrete(intervened):
+            cut = np.asarray(clamp).reshape(-1, noise.shape[-1]).all(axis=0)  # intervened in every row
+        keep = host_ancestral_set(np.asarray(adj), idx, cut)
+    levels = jnp.asarray(host_levels(np.asarray(adj), keep))
     return _solve_levels(_as_pytree(mechanism_at), noise, clamp, vals, levels)
 
 

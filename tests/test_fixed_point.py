@@ -230,6 +230,44 @@ def test_host_levels_lists_each_topological_level():
     assert fp.host_levels(np.zeros((3, 3))).tolist() == [[0, 1, 2]]
 
 
+def test_host_ancestral_set_follows_paths_and_stops_at_cut_nodes():
+    adj = np.zeros((6, 6))
+    adj[0, 2] = adj[1, 2] = adj[2, 3] = adj[0, 4] = adj[4, 5] = 1
+    assert fp.host_ancestral_set(adj, [3]).tolist() == [True, True, True, True, False, False]
+    assert fp.host_ancestral_set(adj, [5]).tolist() == [True, False, False, False, True, True]
+    cut = np.zeros(6, bool)
+    cut[2] = True  # do(2): 0 and 1 no longer reach 3
+    assert fp.host_ancestral_set(adj, [3], cut).tolist() == [False, False, True, True, False, False]
+    levels = fp.host_levels(adj, fp.host_ancestral_set(adj, [3], cut))
+    assert [sorted(set(row)) for row in levels.tolist()] == [[2], [3]]
+
+
+def test_solve_by_level_targets_solves_only_their_ancestors_exactly(linear_scm):
+    weights, bias, adj, noise = linear_scm
+    calls = []
+    for b in range(adj.shape[0]):
+        mech = as_mech(weights[b], bias[b], adj[b])
+        at = Partial(lambda m, z, nodes: m(z)[..., nodes], mech)
+        level = fp._host_node_levels(adj[b])
+        target = int(np.argmax(level))  # a deepest node
+        anc = fp.host_ancestral_set(adj[b], [target])
+        anc[target] = False
+        clamp = np.zeros(adj.shape[-1], bool)
+        clamp[int(np.argmax(np.where(anc, level, -1)))] = True  # its deepest ancestor: the cut drops the rest
+        values = np.linspace(-2.0, 2.0, adj.shape[-1]).astype(np.float32)
+        for args in ((), (clamp, values)):
+            full = np.asarray(fp.solve_by_level(at, noise[b], adj[b], *args))
+            part = np.asarray(fp.solve_by_level(at, noise[b], adj[b], *args, targets=[target]))
+            keep = fp.host_ancestral_set(adj[b], [target], args[0] if args else None)
+            np.testing.assert_allclose(part[..., keep], full[..., keep], rtol=1e-6, atol=1e-6)
+            start = (np.where(clamp, values, noise[b]) if args else noise[b]).astype(np.float32)
+            np.testing.assert_array_equal(part[..., ~keep], np.asarray(start)[..., ~keep])  # left unsolved
+            calls.append(int(keep.sum()) < adj.shape[-1])
+    assert any(calls)  # the fixture has targets with fewer ancestors than nodes: the test saw a reduced solve
+    with pytest.raises(ValueError, match="targets must be node indices"):
+        fp.solve_by_level(at, noise[0], adj[0], targets=[adj.shape[-1]])
+
+
 def test_solve_by_level_is_exact_for_linear_scms_and_interventions(linear_scm):
     weights, bias, adj, noise = linear_scm
     for b in range(adj.shape[0]):

@@ -120,10 +120,13 @@ class InferredSCM:
     def _fresh_noise(self, n: int, key: jax.Array) -> jax.Array:
         return noise_lib.draw(self.noise_data, V.check_int(n, "n", minimum=1), key, self.noise_model)
 
-    def _solve(self, noise: jax.Array, mask: np.ndarray | None = None, vals: np.ndarray | None = None) -> jax.Array:
-        """The fixed point x = T(x) + noise (standardised), clamped where ``mask``; exact for the DAG."""
+    def _solve(self, noise: jax.Array, mask: np.ndarray | None = None, vals: np.ndarray | None = None,
+               targets=None) -> jax.Array:  # fmt: skip
+        """The fixed point x = T(x) + noise (standardised), clamped where ``mask``; exact for the DAG. With
+        ``targets``, only they are guaranteed solved (and, by level, only their ancestors are computed)."""
         if self.decoder_mechanism is not None and not isinstance(self.adj, jax.core.Tracer):
-            return fixed_point.solve_by_level(self.decoder_mechanism, noise, np.asarray(self.adj), mask, vals)
+            return fixed_point.solve_by_level(self.decoder_mechanism, noise, np.asarray(self.adj), mask, vals,
+                                              targets=targets)  # fmt: skip
         if mask is None:
             return fixed_point.generate(self.mechanism_fn, noise, adj=self.adj, iterations="depth")
         return fixed_point.intervene(self.mechanism_fn, noise, mask, vals, adj=self.adj, iterations="depth")
@@ -203,11 +206,11 @@ class InferredSCM:
         std = np.asarray(self.std, np.float64)
         mean = np.asarray(self.mean, np.float64)
         standard = lambda v: ((v - mean) / std).astype(np.float32)  # noqa: E731
-        treated = self._solve(noise, mask, standard(raw))[:, j].mean()
+        treated = self._solve(noise, mask, standard(raw), [j])[:, j].mean()
         if base is None:
-            control = self._solve(noise)[:, j].mean()
+            control = self._solve(noise, targets=[j])[:, j].mean()
         else:
-            control = self._solve(noise, base[0], standard(base[1]))[:, j].mean()
+            control = self._solve(noise, base[0], standard(base[1]), [j])[:, j].mean()
         return float(treated - control) * float(std[j])
 
     def with_noise_model(self, noise_model: str) -> InferredSCM:
