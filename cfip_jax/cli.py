@@ -299,10 +299,7 @@ def _describe(values: dict[str, float]) -> str:
     return "do(" + ", ".join(f"{k}={v:g}" for k, v in values.items()) + ")"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cfip_jax", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _fit_parser(sub) -> None:
     f = sub.add_parser("fit", help="fit an SCM to a CSV and a graph (or a learned one)")
     f.add_argument("data", help="CSV with a header row of node names")
     f.add_argument("--graph", required=True, help="edge CSV (parent,child per row), or 'none' to learn the graph")
@@ -318,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
                     RefineConfig, "refine")  # fmt: skip
     f.set_defaults(run=cmd_fit)
 
+
+def _effect_parser(sub) -> None:
     e = sub.add_parser("effect", help="the average causal effect of an intervention, optionally with an interval")
     e.add_argument("data", help="CSV with a header row of node names")
     e.add_argument("--graph", required=True, help="edge CSV (parent,child per row)")
@@ -336,6 +335,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also write the result as JSON here")
     e.set_defaults(run=cmd_effect)
 
+
+def _solver_parsers(sub) -> None:
     s = sub.add_parser("sample", help="observational or interventional samples of a fitted SCM")
     s.add_argument("model_dir")
     s.add_argument("--n", type=int, default=1000)
@@ -353,12 +354,22 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output CSV (default: standard output)")
     c.set_defaults(run=cmd_counterfactual)
 
+
+def _dataset_parser(sub) -> None:
     d = sub.add_parser("dataset", help="write a dataset shipped with the package as CSVs")
     d.add_argument("name", choices=("sachs", "ecoli70"))
     d.add_argument("--out", default=".")
     d.add_argument("--n", type=int, default=800, help="ecoli70: samples drawn")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(run=cmd_dataset)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per verb (``fit``, ``effect``, ``sample``, ``counterfactual``, ``dataset``)."""
+    p = argparse.ArgumentParser(prog="python -m cfip_jax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_fit_parser, _effect_parser, _solver_parsers, _dataset_parser):
+        add(sub)
     return p
 
 

@@ -176,3 +176,16 @@ def test_every_module_sits_in_a_layer_and_imports_only_downwards():
                 if target is not None and target > own:
                     problems.append(f"{name}:{line} ({LAYERS[own][0]}) imports {imported} ({LAYERS[target][0]})")
     assert not problems, "\n".join(problems)
+
+
+def test_every_function_and_class_of_the_package_stays_short():
+    """House rule: a function (docstring included) fits in 60 lines, a class in 200."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            limit = 60 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else 200
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > limit:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({size} lines)")
+    assert not long, "over the length limit: " + "; ".join(long)

@@ -143,9 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Run the command line; returns the index entries written."""
-    parser = _parser()
+def _checked_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``(args, prior)``: the parsed command line, every value checked (``parser.error`` naming the flag)."""
     args = parser.parse_args(argv)
     try:
         prior = scm_prior(args.graph, args.func, args.noise, args.prior)
@@ -167,6 +166,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"argument --seeds: seeds must be in [0, 2**32), got {args.seeds}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"argument --seeds: duplicate seeds in {args.seeds}")
+    return args, prior
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the command line; returns the index entries written."""
+    parser = _parser()
+    args, prior = _checked_args(parser, argv)
     out = pathlib.Path(args.out)
     index_path = out / INDEX_FILE
     try:

@@ -114,6 +114,50 @@ def build_methods(p: argparse.ArgumentParser, args, names: list[str]) -> list[ta
     return methods
 
 
+def _method_names(p: argparse.ArgumentParser, args: argparse.Namespace, report_only: bool) -> list[str]:
+    """The methods asked for (the installed defaults when none), each known and installed, else ``p.error``."""
+    installed = [m for m in METHODS if m not in runner.OPTIONAL or runner.OPTIONAL[m][0]()]
+    default = [m for m in installed if m not in NOT_BY_DEFAULT]
+    names = [m for m in (args.methods.split(",") if args.methods else [] if report_only else default) if m]
+    for name in names:
+        if name not in METHODS:
+            p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+        if name not in installed:
+            p.error(runner.OPTIONAL[name][1])
+    return names
+
+
+def _included(p: argparse.ArgumentParser, paths: list[str]) -> list[dict]:
+    """The records of earlier runs' ``results.json`` files (``--include``), each checked to be a list of records."""
+    include = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as err:
+            p.error(f"--include {path}: {err}")
+        if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
+            p.error(f"--include {path}: expected a list of records (a results.json)")
+        include += loaded
+    return include
+
+
+def _check_numbers_and_graph(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.fip_steps < 1 or (args.fip_batch is not None and args.fip_batch < 1):
+        p.error("--fip-steps and --fip-batch must be >= 1")
+    if args.per_graph < 1:
+        p.error("--per-graph must be >= 1")
+    if args.interventions is not None and args.interventions < 0:
+        p.error("--interventions must be >= 0")
+    if args.graph != "true":
+        if args.real:
+            p.error("--graph with a learner applies to --suite and --data-dir, not --real")
+        try:
+            structure.check_learner(args.graph)
+        except ValueError as err:
+            p.error(f"--graph: {err}")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parse ``argv``, evaluate, write the reports; returns the records."""
     p = parser()
@@ -127,37 +171,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in real:
         if name not in runner.REAL:
             p.error(f"unknown real dataset {name!r}; valid: {', '.join(runner.REAL)}")
-    installed = [m for m in METHODS if m not in runner.OPTIONAL or runner.OPTIONAL[m][0]()]
-    default = [m for m in installed if m not in NOT_BY_DEFAULT]
-    names = [m for m in (args.methods.split(",") if args.methods else [] if report_only else default) if m]
-    for name in names:
-        if name not in METHODS:
-            p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
-        if name not in installed:
-            p.error(runner.OPTIONAL[name][1])
-    if args.fip_steps < 1 or (args.fip_batch is not None and args.fip_batch < 1):
-        p.error("--fip-steps and --fip-batch must be >= 1")
-    include = []
-    for path in args.include:
-        try:
-            with open(path) as f:
-                loaded = json.load(f)
-        except (OSError, ValueError) as err:
-            p.error(f"--include {path}: {err}")
-        if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
-            p.error(f"--include {path}: expected a list of records (a results.json)")
-        include += loaded
-    if args.per_graph < 1:
-        p.error("--per-graph must be >= 1")
-    if args.interventions is not None and args.interventions < 0:
-        p.error("--interventions must be >= 0")
-    if args.graph != "true":
-        if args.real:
-            p.error("--graph with a learner applies to --suite and --data-dir, not --real")
-        try:
-            structure.check_learner(args.graph)
-        except ValueError as err:
-            p.error(f"--graph: {err}")
+    names = _method_names(p, args, report_only)
+    _check_numbers_and_graph(p, args)
+    include = _included(p, args.include)
     methods = build_methods(p, args, names)
     records = runner.run(
         include=include,

@@ -130,6 +130,35 @@ def suite_items(
                         yield Item(name, data, meta)
 
 
+def _evaluate_context(item: Item, methods: Sequence[tasks.Method], n_ctx: int | None, graph: str,
+                      finished: set) -> list[dict]:  # fmt: skip
+    """The records of every method not yet ``finished`` on ``item`` with ``n_ctx`` context rows (``graph`` as in
+    :func:`evaluate_items`: the true one, or learned here once for all methods)."""
+    rows = item.data.train_x.shape[0]
+    if n_ctx is not None and n_ctx > rows:
+        return [dict(dataset=item.name, error=f"n_context {n_ctx} > context rows", **item.meta)]
+    suffix, adj, extra, spent = "", None, {}, 0.0
+    if graph != "true":
+        suffix = f"@{graph}"
+        if all((item.name, m.name + suffix, rows if n_ctx is None else n_ctx) in finished for m in methods):
+            return []
+        x_ctx = item.data.train_x if n_ctx is None else item.data.train_x[:n_ctx]
+        start = time.perf_counter()
+        adj, _ = structure.discover(x_ctx, graph)
+        spent = time.perf_counter() - start
+        extra = dict(graph_used=graph, shd=structure.shd(adj, item.data.adj), edges=int(adj.sum()),
+                     true_edges=int(np.asarray(item.data.adj).sum()), structure_seconds=spent)  # fmt: skip
+    records = []
+    for method in methods:
+        if (item.name, method.name + suffix, rows if n_ctx is None else n_ctx) in finished:
+            continue
+        for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx, adj=adj):
+            if suffix:
+                rec = {**rec, "method": rec["method"] + suffix, "seconds": rec["seconds"] + spent}
+            records.append(dict(dataset=item.name, **rec, **extra, **item.meta))
+    return records
+
+
 def evaluate_items(
     items: Sequence[Item] | Iterator[Item],
     methods: Sequence[tasks.Method],
@@ -173,28 +202,7 @@ def evaluate_items(
                 records.append(dict(dataset=item.name, method=None, task=None, error=item.error, **item.meta))
             continue
         for n_ctx in n_contexts:
-            rows = item.data.train_x.shape[0]
-            if n_ctx is not None and n_ctx > rows:
-                records.append(dict(dataset=item.name, error=f"n_context {n_ctx} > context rows", **item.meta))
-                continue
-            suffix, adj, extra = "", None, {}
-            if graph != "true":
-                suffix = f"@{graph}"
-                if all((item.name, m.name + suffix, rows if n_ctx is None else n_ctx) in finished for m in methods):
-                    continue
-                x_ctx = item.data.train_x if n_ctx is None else item.data.train_x[:n_ctx]
-                start = time.perf_counter()
-                adj, _ = structure.discover(x_ctx, graph)
-                spent = time.perf_counter() - start
-                extra = dict(graph_used=graph, shd=structure.shd(adj, item.data.adj), edges=int(adj.sum()),
-                             true_edges=int(np.asarray(item.data.adj).sum()), structure_seconds=spent)  # fmt: skip
-            for method in methods:
-                if (item.name, method.name + suffix, rows if n_ctx is None else n_ctx) in finished:
-                    continue
-                for rec in tasks.evaluate_dataset(method, item.data, n_context=n_ctx, adj=adj):
-                    if suffix:
-                        rec = {**rec, "method": rec["method"] + suffix, "seconds": rec["seconds"] + spent}
-                    records.append(dict(dataset=item.name, **rec, **extra, **item.meta))
+            records += _evaluate_context(item, methods, n_ctx, graph, finished)
     save()
     return records
 

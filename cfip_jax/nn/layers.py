@@ -183,6 +183,37 @@ class PreLNBlock(nn.Module):
         return x + drop(y)
 
 
+def _heads(t: jax.Array, h: int, dk: int) -> jax.Array:
+    """``[B, m, N, H·d_k] -> [B, m, H, N, d_k]``."""
+    return jnp.swapaxes(t.reshape(t.shape[:-1] + (h, dk)), 2, 3)
+
+
+def _factored_keys_values(z, v_emb, p_emb, kv_params, kv_shift, kv_scale, h: int, dk: int):
+    """Keys and values from Z = z·V + P without forming Z (LN(Z) = (z·a + b_c) / σ(z), a and b_c the centred V and P).
+
+    Args:
+      z: ``[B, n, N]`` scalar inputs; v_emb, p_emb: ``[B, 1, N, D]``.
+      kv_params: ``[((γ, β), (kernel, bias))]`` of the key and the value LayerNorm and projection.
+      kv_shift, kv_scale: ``[B, 1, N, D]`` the key node's adaLN modulation.
+
+    Returns:
+      ``(z/σ [B, n, N], 1/σ [B, n, N], [K parts, V parts])``: K = (z/σ)·A + (1/σ)·B + C per node (likewise V), the
+      parts A, B, C each ``[B, 1, H, N, d_k]``.
+    """
+    a = v_emb - jnp.mean(v_emb, axis=-1, keepdims=True)
+    b_c = p_emb - jnp.mean(p_emb, axis=-1, keepdims=True)
+    saa, sab, sbb = (jnp.mean(u * w, axis=-1) for u, w in ((a, a), (a, b_c), (b_c, b_c)))  # [B, 1, N]
+    zf = z.astype(jnp.float32)
+    var = jnp.maximum(zf * zf * saa + 2.0 * zf * sab + sbb, 0.0)
+    inv = jax.lax.rsqrt(var + LN_EPS)  # [B, n, N]
+    kv = []
+    for (gamma, beta), (kernel, bias) in kv_params:
+        g = _features(gamma, 4) * (1.0 + kv_scale)
+        per_c = _heads((_features(beta, 4) * (1.0 + kv_scale) + kv_shift) @ kernel + _features(bias, 4), h, dk)
+        kv.append((_heads(a * g @ kernel, h, dk), _heads(b_c * g @ kernel, h, dk), per_c))
+    return zf * inv, inv, kv
+
+
 class AdaLNBlock(nn.Module):
     """adaLN block attending along the node axis, conditioned per node on ``c`` (SPEC.md §6.1).
 
@@ -245,29 +276,14 @@ class AdaLNBlock(nn.Module):
         if c_query is not None:
             shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(modulation(nn.silu(c_query)), 6, axis=-1)
 
-        def heads(t: jax.Array) -> jax.Array:  # [B, m, N, H·d_k] -> [B, m, H, N, d_k]
-            return jnp.swapaxes(t.reshape(t.shape[:-1] + (h, dk)), 2, 3)
-
         gamma, beta = LayerNormParams(name="norm_q")(width)
         kernel, bias = DenseParams(h * dk, name="query")(width)
         q_in = modulate(normalize(q) * _features(gamma, 4) + _features(beta, 4), shift1, scale1)
-        queries = heads(_project(q_in, kernel * dk**-0.5, bias * dk**-0.5, self.dtype))
-
-        # Keys and values from Z = z·V + P without forming Z: LN(Z) = (z·a + b_c) / σ(z).
-        a = v_emb - jnp.mean(v_emb, axis=-1, keepdims=True)
-        b_c = p_emb - jnp.mean(p_emb, axis=-1, keepdims=True)
-        saa, sab, sbb = (jnp.mean(u * w, axis=-1) for u, w in ((a, a), (a, b_c), (b_c, b_c)))  # [B, 1, N]
-        zf = z.astype(jnp.float32)
-        var = jnp.maximum(zf * zf * saa + 2.0 * zf * sab + sbb, 0.0)
-        inv = jax.lax.rsqrt(var + LN_EPS)  # [B, n, N]
-        kv = []  # K = (z/σ)·A + (1/σ)·B + C per node, likewise V: the parts A, B, C, each [B, 1, H, N, d_k]
-        for part in ("key", "value"):
-            gamma, beta = LayerNormParams(name=f"norm_{part[0]}")(width)
-            kernel, bias = DenseParams(h * dk, name=part)(width)
-            g = _features(gamma, 4) * (1.0 + kv_scale)
-            per_c = heads((_features(beta, 4) * (1.0 + kv_scale) + kv_shift) @ kernel + _features(bias, 4))
-            kv.append((heads(a * g @ kernel), heads(b_c * g @ kernel), per_c))
-        out = dag_attention_factored(queries, zf * inv, inv, kv[0], kv[1], mask, affine=affine)
+        queries = _heads(_project(q_in, kernel * dk**-0.5, bias * dk**-0.5, self.dtype), h, dk)
+        kv_params = [(LayerNormParams(name=f"norm_{part[0]}")(width), DenseParams(h * dk, name=part)(width))
+                     for part in ("key", "value")]  # fmt: skip
+        zs, inv, kv = _factored_keys_values(z, v_emb, p_emb, kv_params, kv_shift, kv_scale, h, dk)
+        out = dag_attention_factored(queries, zs, inv, kv[0], kv[1], mask, affine=affine)
         out = jnp.swapaxes(out, 2, 3).reshape(b, n, nodes, h * dk)
         attn = tokens_dense(dense(width, "out", self.dtype), out).astype(jnp.float32)
         x = q + gate1 * drop(attn)
