@@ -55,9 +55,11 @@ class Mechanism:
         one = lambda member: self._member(*member, z, nodes)  # noqa: E731
         return jnp.mean(jax.lax.map(one, (self.params, self.cond, self.correction)), axis=0)
 
-    def at(self, z: jax.Array, nodes: jax.Array) -> jax.Array:
-        """``T(z)[..., nodes]``."""
-        return self(z, nodes)
+    @property
+    def at(self) -> Mechanism:
+        """The subset-of-nodes form ``at(z, nodes) = T(z)[..., nodes]``: the mechanism itself (it takes ``nodes`` as
+        its second argument), so what a solver receives is this pytree and compiles once per shapes, not per fit."""
+        return self
 
     def _member(self, params, cond, correction, z, nodes):
         mech, mech_at = model_lib.decoder_mechanisms(self.decoder, params, cond, self.adj)
