@@ -207,8 +207,9 @@ def test_real_data_reports_both_noise_models_and_the_papers_is_unchanged():
 def test_cond_fip_evaluation_solves_by_level_and_compiles_once_per_shapes():
     """Evaluation's Cond-FiP mechanism is the inference package's ``Mechanism``, whose ``.at`` is the pytree itself:
     the tasks solve one topological level at a time, and a second fit of the same shapes compiles nothing new."""
-    from cfip_jax import fixed_point
     from helpers import random_model
+
+    from cfip_jax import fixed_point
 
     _, data = _dataset("rff", seed=4, d=5)
     method = tasks.cond_fip_method(random_model(0).model)
