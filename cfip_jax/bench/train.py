@@ -62,7 +62,7 @@ def run_config(name: str):
     return module.get_config()
 
 
-def _median_time(fn, reps: int) -> float:
+def median_time(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -90,6 +90,14 @@ def build_step(config, stage_name: str):
     return mesh, cfg, state
 
 
+def step_flops(compiled) -> float:
+    """FLOPs of one call of a compiled step, from XLA's cost analysis (0 when the backend gives none)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
 def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) -> dict:
     """Time one stage's training step and its sampler (and, with ``breakdown``, its parts)."""
     mesh, cfg, state = build_step(config, stage_name)
@@ -107,11 +115,13 @@ def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) ->
         holder["state"], m = compiled(holder["state"], scale)
         return m
 
-    step_s = _median_time(one_step, steps)
+    step_s = median_time(one_step, steps)
     jax.block_until_ready(sampler(holder["state"].step))  # compile
-    sample_s = _median_time(lambda: sampler(holder["state"].step), max(steps, 3))
+    sample_s = median_time(lambda: sampler(holder["state"].step), max(steps, 3))
     datasets = config.data.batch_size * int(cfg.grad_accum)
+    flops = step_flops(compiled)
     out = {
+        "gflops": flops / step_s / 1e9,
         "steps_per_sec": 1.0 / step_s,
         "datasets_per_sec": datasets / step_s,
         "sample_share": sample_s / step_s,
@@ -128,7 +138,7 @@ def bench_stage(config, stage_name: str, steps: int, breakdown: bool = False) ->
 # ---------------------------------------------------------------------------------------------------------------
 # The breakdown
 # ---------------------------------------------------------------------------------------------------------------
-def _op_names(hlo_text: str) -> dict[str, str]:
+def op_names(hlo_text: str) -> dict[str, str]:
     """Instruction name → ``op_name`` metadata, for every instruction of the compiled program (nested ones too)."""
     names = {}
     for line in hlo_text.splitlines():
@@ -155,9 +165,8 @@ def part_of(op_name: str) -> tuple[str, str]:
     return ("backward" if "transpose(jvp(" in op_name else component), component
 
 
-def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Shares of the traced time by part, and of the backward pass by component (each summing to 1)."""
-    names = _op_names(compiled.as_text())
+def trace_ops(compiled, holder: dict, scale, steps: int) -> list[tuple[str, float]]:
+    """``(instruction name, µs)`` of every XLA operation executed in ``steps`` traced steps (``jax.profiler``)."""
     with tempfile.TemporaryDirectory() as logdir:
         with jax.profiler.trace(logdir, create_perfetto_trace=True):
             for _ in range(steps):
@@ -166,16 +175,22 @@ def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, 
         (path,) = glob.glob(os.path.join(logdir, "**", "*.trace.json.gz"), recursive=True)
         with gzip.open(path) as f:
             events = json.load(f)["traceEvents"]
+    return [(e["name"], float(e["dur"])) for e in events if e.get("ph") == "X" and "name" in e and "dur" in e]
+
+
+def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Shares of the traced time by part, and of the backward pass by component (each summing to 1)."""
+    names = op_names(compiled.as_text())
     parts: collections.Counter = collections.Counter()
     backward: collections.Counter = collections.Counter()
-    for event in events:
-        op = names.get(event.get("name", "")) if event.get("ph") == "X" else None
+    for name, dur in trace_ops(compiled, holder, scale, steps):
+        op = names.get(name)
         if op is None:
             continue
         part, component = part_of(op)
-        parts[part] += event["dur"]
+        parts[part] += dur
         if part == "backward":
-            backward[component] += event["dur"]
+            backward[component] += dur
     total, total_bwd = sum(parts.values()) or 1.0, sum(backward.values()) or 1.0
     return ({p: parts[p] / total for p in PARTS}, {c: v / total_bwd for c, v in sorted(backward.items())})
 
@@ -236,11 +251,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{name:>8} {stage_name:>7} (batch {batch}, d {max(config.data.node_counts)}, n {r['n']}): "
                 f"{r['steps_per_sec']:8.3f} steps/s  {r['datasets_per_sec']:8.2f} datasets/s  "
-                f"sampling {100 * r['sample_share']:5.1f}% of a step  (step {r['step_s']:.3f} s, "
+                f"{r['gflops']:6.1f} GFLOP/s  sampling {100 * r['sample_share']:5.1f}% of a step  "
+                f"(step {r['step_s']:.3f} s, "
                 f"sampler {r['sample_s']:.4f} s, compile {r['compile_s']:.1f} s)",
                 flush=True,
             )
-            for k in ("steps_per_sec", "datasets_per_sec", "sample_share"):
+            for k in ("steps_per_sec", "datasets_per_sec", "sample_share", "gflops"):
                 results[f"{name}_{stage_name}_{k}"] = round(r[k], 4)
             if args.breakdown:
                 print("         parts: " + ", ".join(f"{p} {100 * s:.1f}%" for p, s in r["parts"].items()))

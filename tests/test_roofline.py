@@ -1,0 +1,37 @@
+"""The roofline's FLOP count read from compiled HLO: exact for known matrix products, forward and backward, and
+the classes it charges operations to."""
+
+import jax
+import jax.numpy as jnp
+
+from cfip_jax.bench import roofline
+
+
+def _flops(fn, *args) -> float:
+    return sum(roofline.hlo_dot_flops(jax.jit(fn).lower(*args).compile().as_text()).values())
+
+
+def test_a_batched_dot_costs_two_flops_per_multiply_add():
+    q, k = jnp.ones((3, 5, 7, 16)), jnp.ones((3, 5, 11, 16))
+    scores = lambda a, b: jnp.einsum("bhqd,bhkd->bhqk", a, b)  # noqa: E731
+    assert _flops(scores, q, k) == 2 * 3 * 5 * 7 * 11 * 16
+
+
+def test_a_two_layer_mlp_and_its_gradient_cost_their_matrix_products():
+    x, w1, w2 = (jax.random.normal(jax.random.key(i), s) for i, s in enumerate([(64, 24), (24, 40), (40, 24)]))
+    one = 2 * 64 * 24 * 40  # each of the five products below has this many multiply-adds × 2
+
+    def loss(w1, w2, x):
+        return jnp.sum((jax.nn.relu(x @ w1) @ w2) ** 2)
+
+    assert _flops(loss, w1, w2, x) == 2 * one  # x·w1, h·w2
+    assert _flops(jax.grad(loss, argnums=(0, 1)), w1, w2, x) == 5 * one  # and hᵀ·g, g·w2ᵀ, xᵀ·dh (no dx)
+
+
+def test_classes_follow_the_op_names():
+    assert roofline.classify("jit(step)/jvp(encoder)/sample_attention/dot_general", 10.0) == ("sample attention",
+                                                                                              "forward")  # fmt: skip
+    assert roofline.classify("jit(step)/transpose(jvp(encoder))/layer_0/query/dot_general", 10.0) == ("projections",
+                                                                                                      "backward")  # fmt: skip
+    assert roofline.classify("jit(step)/jvp(encoder)/layer_0/mul", 0.0) == ("norms and elementwise", "forward")
+    assert roofline.classify("jit(step)/adam/mul", 0.0) == ("optimiser/EMA", "")
