@@ -224,3 +224,38 @@ def test_cond_fip_evaluation_solves_by_level_and_compiles_once_per_shapes():
     by_level = fixed_point.solve_by_level(mech.at, noise, data.adj)
     iterated = fixed_point.generate(mech, noise, adj=data.adj)
     np.testing.assert_allclose(np.asarray(by_level), np.asarray(iterated), rtol=1e-4, atol=1e-4)
+
+
+def test_long_evaluations_release_compiled_programs_before_the_memory_map_limit():
+    from cfip_jax import fixed_point
+    from cfip_jax.eval import runner
+
+    adj = np.triu(np.ones((4, 4)), 1).astype(np.float32)
+    at = Partial(lambda w, z, nodes: (z @ w)[..., nodes], jnp.asarray(adj * 0.5))
+    fixed_point.solve_by_level(at, jnp.ones((3, 4)), adj)
+    assert fixed_point._solve_levels._cache_size() >= 1
+    share = runner.mapped_share()
+    assert 0.0 < share < 1.0  # Linux: the process's mappings against vm.max_map_count
+    assert not runner.release_compiled(threshold=1.0) and fixed_point._solve_levels._cache_size() >= 1
+    assert runner.release_compiled(threshold=0.0)
+    assert fixed_point._solve_levels._cache_size() == 0 and runner.mapped_share() < share
+
+
+def test_bucketed_levels_solve_exactly_with_one_program_for_many_graphs():
+    from cfip_jax import fixed_point
+
+    rng = np.random.default_rng(0)
+    shapes, programs = set(), set()
+    for _ in range(6):
+        adj = np.triu(rng.random((8, 8)) < 0.4, 1).astype(np.float32)
+        w = jnp.asarray(adj * rng.uniform(0.5, 1.5, (8, 8)), jnp.float32)
+        mech = Partial(lambda w, z, nodes: (z @ w)[..., nodes], w)
+        noise = jnp.asarray(rng.normal(size=(5, 8)), jnp.float32)
+        exact = np.asarray(fixed_point.solve_by_level(mech, noise, adj))
+        np.testing.assert_allclose(np.asarray(fixed_point.solve_by_level(mech, noise, adj, bucket=True)), exact,
+                                   rtol=1e-6, atol=1e-6)  # fmt: skip
+        shapes.add(fixed_point.host_levels(adj).shape)
+        table = fixed_point.host_levels(adj, bucket=True)
+        programs.add(table.shape)
+        assert all(n & (n - 1) == 0 for n in table.shape)
+    assert len(programs) < len(shapes)

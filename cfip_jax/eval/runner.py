@@ -8,6 +8,7 @@ Entry point for ``eval.py``: :func:`run`. Each dataset is evaluated by every met
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import pathlib
 import time
@@ -203,8 +204,36 @@ def evaluate_items(
             continue
         for n_ctx in n_contexts:
             records += _evaluate_context(item, methods, n_ctx, graph, finished)
+        release_compiled()
     save()
     return records
+
+
+def mapped_share() -> float:
+    """The share of the kernel's memory-map limit (``vm.max_map_count``) this process uses; 0 where unknown."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return 0.0
+    return used / max(limit, 1)
+
+
+def release_compiled(threshold: float = 0.5) -> bool:
+    """Drop JAX's compiled programs when the process holds more than ``threshold`` of its memory-map limit.
+
+    Each compiled CPU program keeps hundreds of memory mappings (about 2,000 per dataset of the suite), and a long
+    evaluation in one process otherwise fails at the kernel's limit (65,530 by default) with XLA's "LLVM compilation
+    error: Cannot allocate memory". Clearing costs the recompilations (about a minute), about once per 15 datasets.
+    Returns whether it cleared.
+    """
+    if mapped_share() <= threshold:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------

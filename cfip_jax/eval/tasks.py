@@ -133,7 +133,7 @@ class Fitted:
         ``.at`` (a subset-of-nodes form) and ``iterations="depth"``."""
         at = getattr(self.mech, "at", None)
         if at is not None and self.iterations == "depth":
-            return fixed_point.solve_by_level(at, noise, self.adj, onehot, values)
+            return fixed_point.solve_by_level(at, noise, self.adj, onehot, values, bucket=True)  # few compiles
         kw = dict(adj=self.adj, iterations=self.iterations)
         if onehot is None:
             return fixed_point.generate(self.mech, noise, **kw)
