@@ -255,6 +255,18 @@ def host_levels(adj: np.ndarray, keep: np.ndarray | None = None, bucket: bool = 
     return np.stack([np.concatenate([r, np.full(width - len(r), r[0])]) for r in rows]).astype(np.int32)
 
 
+def host_reachable(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the nodes in ``start`` (``[N]`` bool) and every node reachable from them along the edges of
+    ``adj [N, N]`` (``adj[i, j] != 0`` ⇔ i → j): their descendants; pass ``adj.T`` for their ancestors (NumPy)."""
+    edges = np.asarray(adj) != 0
+    reached = np.asarray(start, bool).copy()
+    frontier = reached.copy()
+    while frontier.any():
+        frontier = edges[frontier].any(0) & ~reached
+        reached |= frontier
+    return reached
+
+
 def host_ancestral_set(adj: np.ndarray, targets: Any, cut: np.ndarray | None = None) -> np.ndarray:
     """``[N]`` bool: the ``targets`` and every node with a directed path to one of them (NumPy).
 
@@ -264,14 +276,9 @@ def host_ancestral_set(adj: np.ndarray, targets: Any, cut: np.ndarray | None = N
     edges = np.asarray(adj) != 0
     if cut is not None:
         edges = edges & ~np.asarray(cut, bool)[None, :]
-    keep = np.zeros(edges.shape[-1], bool)
-    keep[np.asarray(targets, np.int64).reshape(-1)] = True
-    for _ in range(edges.shape[-1]):
-        new = keep | edges[:, keep].any(axis=1)
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return keep
+    start = np.zeros(edges.shape[-1], bool)
+    start[np.asarray(targets, np.int64).reshape(-1)] = True
+    return host_reachable(edges.T, start)
 
 
 @jax.jit

@@ -206,16 +206,6 @@ def effect_plan(outcome: Any, do: Mapping[Any, Any], baseline: Mapping[Any, Any]
     return j, plans[0], (plans[1] if baseline is not None else None)
 
 
-def descendants(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """``[d]`` bool: the nodes in ``start`` and every descendant of them in ``adj [d, d]``."""
-    reached = np.asarray(start, bool).copy()
-    frontier = reached.copy()
-    while frontier.any():
-        frontier = (np.asarray(adj)[frontier] != 0).any(0) & ~reached
-        reached |= frontier
-    return reached
-
-
 def wrap(x: np.ndarray | jax.Array, names: Sequence[str], kind: str):
     """``x [n, d]`` as the user's type: a DataFrame with ``names`` as columns, a JAX array or a NumPy array."""
     if kind == "pandas":

@@ -180,7 +180,7 @@ class InferredSCM:
         if not isinstance(self.adj, jax.core.Tracer):  # rows of nodes the intervention cannot reach: the factual ones
             moved = (mask if mask is not None else np.zeros(len(self.nodes), bool)) | (delta != 0)
             factual = jnp.asarray(inputs.data(x, self.nodes if hasattr(x, "columns") else None)[0], jnp.float32)
-            out = jnp.where(jnp.asarray(inputs.descendants(np.asarray(self.adj), moved))[None, :], out, factual)
+            out = jnp.where(jnp.asarray(fixed_point.host_reachable(np.asarray(self.adj), moved))[None, :], out, factual)
         return inputs.wrap(out, self.nodes, self.kind)
 
     def intervention_values(self, values: Mapping[Any, float]) -> tuple[np.ndarray, np.ndarray]:
