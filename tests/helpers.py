@@ -55,3 +55,34 @@ def random_model(seed: int = 0):
     encoding = enc.apply(enc_params, x, adj, mask, method="encode")
     dec_params = dec.init(jax.random.key(seed + 1), x, encoding, adj, mask)
     return CondFiP(model_io.TrainedModel(enc, enc_params, dec, dec_params, {"note": "random weights"}))
+
+
+def four_node_frame():
+    """120 rows of a → b → c, a → d in user units (a ~ N(10, 2²)): a linear, a sine and a negative link."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(10.0, 2.0, 120)
+    b = 0.5 * a + rng.normal(0, 1, 120)
+    c = np.sin(b) + rng.normal(0, 0.3, 120)
+    d = -a + rng.normal(0, 0.5, 120)
+    return pd.DataFrame({"a": a, "b": b, "c": c, "d": d})
+
+
+def _matmul(w, z):
+    return z @ w
+
+
+def linear_inferred_scm(w, mean, std, noise):
+    """An ``InferredSCM`` whose standardised mechanism is z ↦ z W (``w [d, d]`` strictly upper triangular: nodes in
+    topological order), with node statistics ``mean``, ``std [d]`` and abducted noise ``noise [n, d]``; nodes x0…."""
+    import jax.numpy as jnp
+    from jax.tree_util import Partial
+
+    from cfip_jax.api import InferredSCM
+
+    d = w.shape[0]
+    return InferredSCM(mechanism_fn=Partial(_matmul, jnp.asarray(w, jnp.float32)),
+                       adj=jnp.asarray((np.asarray(w) != 0).astype(np.float32)), mean=jnp.asarray(mean, jnp.float32),
+                       std=jnp.asarray(std, jnp.float32), noise_data=jnp.asarray(noise, jnp.float32),
+                       nodes=tuple(f"x{i}" for i in range(d)))  # fmt: skip

@@ -1,4 +1,5 @@
-"""The notebook API: inputs of every supported type, round trips, interventions by name, units, bad input, export."""
+"""The notebook API (cfip_jax.api): inputs of every supported type, round trips, interventions by name, units, bad
+input, refinement."""
 
 import jax
 import jax.numpy as jnp
@@ -6,13 +7,10 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import four_node_frame, linear_inferred_scm, random_model
 
-from cfip_jax import model_io
-from cfip_jax.api import CondFiP, InferredSCM, graph_to_adjacency
+from cfip_jax.api import InferredSCM, graph_to_adjacency
 from cfip_jax.inference.refine import RefineConfig
-from cfip_jax.nn.arch import decoder_arch, encoder_arch
-from cfip_jax.nn.decoder import CondFiPDecoder
-from cfip_jax.nn.encoder import DatasetEncoder
 
 NODES = ("a", "b", "c", "d")
 EDGES = [("a", "b"), ("b", "c"), ("a", "d")]
@@ -21,26 +19,12 @@ EDGES = [("a", "b"), ("b", "c"), ("a", "d")]
 @pytest.fixture(scope="module")
 def model():
     """A small model with random weights: every property tested here holds for any DAG-respecting mechanism."""
-    enc_cfg = encoder_arch("small")
-    dec_cfg = decoder_arch("small", encoder_dim=enc_cfg.d_model, dropout=0.0)
-    enc, dec = DatasetEncoder(config=enc_cfg), CondFiPDecoder(config=dec_cfg)
-    x = jnp.zeros((1, 8, 4))
-    adj = jnp.zeros((1, 4, 4))
-    mask = jnp.ones((1, 4), bool)
-    enc_params = enc.init(jax.random.key(0), x, adj, mask)
-    encoding = enc.apply(enc_params, x, adj, mask, method="encode")
-    dec_params = dec.init(jax.random.key(1), x, encoding, adj, mask)
-    return CondFiP(model_io.TrainedModel(enc, enc_params, dec, dec_params, {"note": "random weights"}))
+    return random_model()
 
 
 @pytest.fixture(scope="module")
 def frame():
-    rng = np.random.default_rng(0)
-    a = rng.normal(10.0, 2.0, 120)
-    b = 0.5 * a + rng.normal(0, 1, 120)
-    c = np.sin(b) + rng.normal(0, 0.3, 120)
-    d = -a + rng.normal(0, 0.5, 120)
-    return pd.DataFrame({"a": a, "b": b, "c": c, "d": d})
+    return four_node_frame()
 
 
 def test_graph_forms_agree():
@@ -153,49 +137,6 @@ def test_max_context_limits_the_encoded_rows_only(model, frame):
             model.fit(frame, EDGES, max_context=bad)
 
 
-def test_export_round_trip(model, frame, tmp_path):
-    model_io.export(model.model, tmp_path / "m")
-    loaded = CondFiP.load(tmp_path / "m")
-    a = model.fit(frame, EDGES).noise(frame)
-    b = loaded.fit(frame, EDGES).noise(frame)
-    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
-    with pytest.raises(ValueError, match="not a directory"):
-        CondFiP.load(tmp_path / "missing")
-
-
-def test_pretrained_loads_from_the_package_and_beats_predicting_zero():
-    import jax
-
-    from cfip_jax.eval import tasks
-    from cfip_jax.scm import sampler
-    from cfip_jax.scm.priors import scm_prior
-
-    model = CondFiP.pretrained()
-    assert model.info["config"] == "configs/cpu.py" and model.info["decoder_steps"] > 0
-    k1, k2 = jax.random.split(jax.random.key(7))
-    scm = sampler.sample_scm(k1, scm_prior("er", "linear", "gaussian"), 10)
-    x, noise = (np.asarray(a) for a in sampler.sample_observational(k2, scm, 300))
-    assert model.training_context == 200 and len(model.context_rows(300)) == 200
-    inferred = model.fit(x, np.asarray(scm.adj))
-    np.testing.assert_array_equal(inferred.noise(x), model.fit(x, np.asarray(scm.adj), max_context=200).noise(x))
-    std = x.std(0, ddof=1)
-    err = float(tasks.rmse(noise / std, np.asarray(inferred.noise(x)) / std))
-    zero = float(tasks.rmse(noise / std, (x - x.mean(0)) / std))  # T = mean: the noise is the centred data
-    assert err < 0.6 * zero
-
-
-@pytest.mark.slow
-def test_quickstart_runs_offline_and_writes_its_figure(tmp_path):
-    import pathlib
-    import runpy
-
-    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
-    module = runpy.run_path(str(script), run_name="quickstart")
-    result = module["main"](["--out", str(tmp_path / "fig.png")])
-    assert (tmp_path / "fig.png").stat().st_size > 10_000
-    assert result["mmd_generated"] >= result["mmd_floor"] > 0
-
-
 def _whole(mech, z):
     return mech(z)
 
@@ -220,27 +161,11 @@ def test_level_by_level_solver_matches_the_iterated_fixed_point(model, frame):
 
 def _linear_scm(d=4, seed=0):
     """An InferredSCM with a known linear mechanism F(x) = x W (standardised units = user units: mean 0, std 1)."""
-    from jax.tree_util import Partial
-
-    from cfip_jax.api import InferredSCM
-
     rng = np.random.default_rng(seed)
     w = np.triu(rng.uniform(0.5, 1.5, (d, d)) * (rng.random((d, d)) < 0.7), 1).astype(np.float32)
     w[0, 1] = 1.2  # 0 -> 1 for sure
     noise = rng.normal(size=(50, d)).astype(np.float32)
-    scm = InferredSCM(
-        mechanism_fn=Partial(_matmul, jnp.asarray(w)),
-        adj=jnp.asarray((w != 0).astype(np.float32)),
-        mean=jnp.zeros(d, jnp.float32),
-        std=jnp.ones(d, jnp.float32),
-        noise_data=jnp.asarray(noise),
-        nodes=tuple(f"x{i}" for i in range(d)),
-    )
-    return scm, w
-
-
-def _matmul(w, z):
-    return z @ w
+    return linear_inferred_scm(w, np.zeros(d), np.ones(d), noise), w
 
 
 def test_shift_and_hard_interventions_follow_the_linear_closed_form():
@@ -317,26 +242,6 @@ def test_diverging_refinement_returns_the_zero_shot_scm(model, frame):
         blown = model.fit(frame, EDGES, refine=3, refine_config=RefineConfig(lr=1e30))
     assert blown.refined_steps == 0
     np.testing.assert_allclose(blown.mechanism(frame).to_numpy(), zero.mechanism(frame).to_numpy(), rtol=1e-6)
-
-
-@pytest.mark.slow
-def test_quickstart_notebook_executes(tmp_path):
-    import pathlib
-
-    import nbclient
-    import nbformat
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "MMD(zero-shot samples, held-out)" in text and "MMD(refined samples, held-out)" in text
-    assert "empirical noise: MMD" in text and "gaussian  noise: MMD" in text
-    assert "95 % bootstrap interval" in text
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 3
 
 
 def test_closed_form_refinement_corrects_without_gradient_steps_and_survives_save_and_load(model, frame, tmp_path):

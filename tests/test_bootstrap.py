@@ -4,30 +4,18 @@
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import random_model
-from jax.tree_util import Partial
+from helpers import linear_inferred_scm, random_model
 
 from cfip_jax import cli, model_io
-from cfip_jax.api import InferredSCM
 from cfip_jax.bench import bootstrap as bench
-
-
-def _matmul(w, z):
-    return z @ w
 
 
 def _linear(w, mean, std):
     """An InferredSCM whose standardised mechanism is z ↦ z W (nodes in topological order)."""
-    d = w.shape[0]
-    return InferredSCM(mechanism_fn=Partial(_matmul, jnp.asarray(w, jnp.float32)),
-                       adj=jnp.asarray((w != 0).astype(np.float32)), mean=jnp.asarray(mean, jnp.float32),
-                       std=jnp.asarray(std, jnp.float32),
-                       noise_data=jnp.asarray(np.random.default_rng(0).normal(size=(50, d)), jnp.float32),
-                       nodes=tuple(f"x{i}" for i in range(d)))  # fmt: skip
+    return linear_inferred_scm(w, mean, std, np.random.default_rng(0).normal(size=(50, w.shape[0])))
 
 
 def test_effect_is_the_total_effect_of_a_linear_scm():

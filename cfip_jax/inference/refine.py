@@ -433,16 +433,17 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
     corrected in closed form unless ``cfg.correction`` is None."""
     params, new_cond, taken, before, after = grad
     loss_on = "fitted rows" if isinstance(steps, int) else "held-out rows"
-    finite = bool(steps == "closed-form" or np.isfinite(after))
-    finite = finite and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((params, new_cond)))
+    finite = steps == "closed-form" or (  # closed-form: the trained model's own variables, not changed here
+        bool(np.isfinite(after)) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((params, new_cond)))
+    )
     if not finite:
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     refined = dataclasses.replace(model, decoder_params=jax.tree.map(jnp.asarray, params))
     new_cond = jax.tree.map(jnp.asarray, new_cond)
     if cfg.correction is None:
         return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on)
-    mech, _ = model_lib.decoder_mechanisms(refined.decoder, refined.decoder_params, new_cond, adj)
-    t, x = np.asarray(mech(z), np.float64), np.asarray(z, np.float64)
+    t = np.asarray(_proposal(Mechanism.build(refined.decoder, refined.decoder_params, new_cond, adj), z), np.float64)
+    x = np.asarray(z, np.float64)
     if not np.all(np.isfinite(t)):  # finite parameters whose mechanism overflows at the data
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     graph = np.asarray(adj)[0]
@@ -458,6 +459,12 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
     if not (np.isfinite(after) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves(corr))):
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     return Refined(refined, new_cond, int(taken), float(before), float(after), loss_on, corr, counts)
+
+
+@jax.jit
+def _proposal(mech: Mechanism, z: jax.Array) -> jax.Array:
+    """``T(z) [n, d]``, compiled once per decoder and shapes (the correction's input)."""
+    return mech(z)
 
 
 def _choice(m: int, held_rows: np.ndarray, cfg: RefineConfig) -> list[np.ndarray]:
