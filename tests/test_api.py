@@ -256,6 +256,7 @@ def test_closed_form_refinement_corrects_without_gradient_steps_and_survives_sav
     np.testing.assert_array_equal(fast.mechanism(frame)["a"], zero.mechanism(frame)["a"])  # roots are left alone
     again = InferredSCM.load(fast.save(tmp_path / "scm"))
     assert again.corrected_nodes == fast.corrected_nodes and again.members == 2
+    assert fast.decoder_mechanism.shared and again.decoder_mechanism.shared  # one decoder kept, saved and loaded
     np.testing.assert_array_equal(again.mechanism(frame).to_numpy(), fast.mechanism(frame).to_numpy())
     cf = again.counterfactual(frame.iloc[:5], {"b": 3.0})
     np.testing.assert_allclose(cf["d"], frame["d"].iloc[:5], rtol=1e-6)  # d is not a descendant of b

@@ -3,6 +3,7 @@ edited, incomplete or non-finite arrays are refused with one line naming the fil
 whole or not at all."""
 
 import json
+import pathlib
 import signal
 import subprocess
 import sys
@@ -226,3 +227,21 @@ def test_writer_killed_midway_leaves_the_old_files_intact(saved, tmp_path, what,
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     (InferredSCM if what == "scm" else CondFiP).load(target)
+
+
+def test_closed_form_ensemble_keeps_one_decoder_and_says_so(model, saved, tmp_path):
+    """A closed-form ensemble is saved with one decoder (``shared_decoder``); a file whose flag disagrees with its
+    arrays, or is not a boolean, is refused with one line."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(5.0, 1.0, 60)
+    frame = pd.DataFrame({"a": a, "b": 0.5 * a + rng.normal(0, 1, 60), "c": np.sin(a) + rng.normal(0, 1, 60)})
+    scm = pathlib.Path(model.fit(frame, [("a", "b"), ("a", "c")], refine="closed-form").save(tmp_path / "scm"))
+    meta = json.loads((scm / "scm.json").read_text())
+    assert meta["members"] == 2 and meta["shared_decoder"] is True
+    with np.load(scm / "arrays.npz", allow_pickle=False) as npz:
+        assert npz["cond/c"].ndim == 4 and npz["correction/scale"].shape == (2, 3)  # one conditioning, two corrections
+    for value, message in ((False, "array decoder/"), ("yes", "shared_decoder must be true or false")):
+        (scm / "scm.json").write_text(json.dumps(dict(meta, shared_decoder=value)))
+        with pytest.raises(ValueError, match=message) as err:
+            InferredSCM.load(scm)
+        _one_line(err)

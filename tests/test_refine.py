@@ -118,7 +118,7 @@ def test_closed_form_refinement_only_corrects_and_a_config_without_correction_ad
         refine_lib.refine(model, cond, z, adj, "closed-form", refine_lib.RefineConfig(correction=None))
 
 
-@pytest.mark.parametrize("steps", ["auto", 4])
+@pytest.mark.parametrize("steps", ["auto", 4, "closed-form"])
 def test_an_ensemble_is_the_mean_of_its_members_each_refined_alone_with_its_own_seed(setup, steps):
     """members = 3: member k is the single refinement with seed 2 + k (its own split, batches, features, folds)."""
     model, cond, z, adj = setup
@@ -127,6 +127,7 @@ def test_an_ensemble_is_the_mean_of_its_members_each_refined_alone_with_its_own_
     alone = [refine_lib.refine(model, cond, z, adj, steps, dataclasses.replace(cfg, seed=2 + k, members=1))
              for k in range(3)]  # fmt: skip
     assert ens.members == 3 and ens.finite and all(a.finite for a in alone)
+    assert ens.shared == (steps == "closed-form")  # closed-form members hold one decoder: evaluated once
     assert ens.steps == max(a.steps for a in alone)
     assert ens.corrected_nodes == {k: sum(a.corrected_nodes[k] for a in alone) for k in ens.corrected_nodes}
     np.testing.assert_allclose(ens.loss_after, np.mean([a.loss_after for a in alone]), rtol=1e-6)

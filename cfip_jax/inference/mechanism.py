@@ -34,6 +34,10 @@ class Mechanism:
       members: how many refinements are averaged (static); with more than one, ``params``, ``cond`` and
         ``correction`` hold them along a leading axis and ``T`` is the mean of the members' mechanisms, evaluated one
         member at a time (``lax.map``: one member's intermediates alive at once).
+      shared: the members share one decoder (static; ``refine="closed-form"``, whose members differ only in their
+        corrections): ``params`` and ``cond`` hold one copy, ``correction`` the members along a leading axis, and
+        ``T`` is the decoder evaluated once, then the mean of the members' corrections of it (the correction is
+        affine in the proposal, so this is the mean of the members' mechanisms at the cost of one).
     """
 
     decoder: Any = flax.struct.field(pytree_node=False)
@@ -42,16 +46,23 @@ class Mechanism:
     adj: jax.Array
     correction: correct_lib.Correction | None = None
     members: int = flax.struct.field(pytree_node=False, default=1)
+    shared: bool = flax.struct.field(pytree_node=False, default=False)
 
     @classmethod
-    def build(cls, decoder, params, cond: Conditioning, adj: jax.Array, correction=None, members: int = 1) -> Mechanism:
+    def build(cls, decoder, params, cond: Conditioning, adj: jax.Array, correction=None, members: int = 1,
+              shared: bool = False) -> Mechanism:  # fmt: skip
         """The mechanism of a conditioned decoder (``adj [1, d, d]``); see the attributes."""
         decoder = decoder.clone(config=frozen_config(decoder.config))
-        return cls(decoder, params, cond, jnp.asarray(adj, jnp.float32), correction, int(members))
+        shared = bool(shared) and int(members) > 1
+        return cls(decoder, params, cond, jnp.asarray(adj, jnp.float32), correction, int(members), shared)
 
     def __call__(self, z: jax.Array, nodes: jax.Array | None = None) -> jax.Array:
         if self.members == 1:
             return self._member(self.params, self.cond, self.correction, z, nodes)
+        if self.shared:
+            t = self._member(self.params, self.cond, None, z, nodes)
+            one = lambda corr: correct_lib.apply(corr, t, z, nodes)  # noqa: E731
+            return jnp.mean(jax.lax.map(one, self.correction), axis=0)
         one = lambda member: self._member(*member, z, nodes)  # noqa: E731
         return jnp.mean(jax.lax.map(one, (self.params, self.cond, self.correction)), axis=0)
 

@@ -327,6 +327,8 @@ class Refined:
       finite: False when the refinement diverged (then ``model``/``cond`` are the zero-shot ones, no correction,
         one member).
       members: how many refinements the mechanism averages.
+      shared: the members share the decoder (``"closed-form"``: no gradient step, so ``model`` and ``cond`` are the
+        zero-shot ones, held once, and only ``correction`` has the members' axis).
     """
 
     model: model_lib.TrainedModel
@@ -339,11 +341,12 @@ class Refined:
     corrected_nodes: dict[str, int] | None = None
     finite: bool = True
     members: int = 1
+    shared: bool = False
 
     def mechanism(self, adj: jax.Array) -> Mechanism:
         """The refined SCM's :class:`~cfip_jax.inference.mechanism.Mechanism` (``adj [1, d, d]``)."""
         return Mechanism.build(self.model.decoder, self.model.decoder_params, self.cond, adj, self.correction,
-                               self.members)  # fmt: skip
+                               self.members, self.shared)  # fmt: skip
 
 
 def stack(trees: list[Any]) -> Any:
@@ -396,9 +399,12 @@ def refine(
     counts = None
     if first.corrected_nodes is not None:
         counts = {key: sum(r.corrected_nodes[key] for r in runs) for key in first.corrected_nodes}
+    shared = steps == "closed-form"  # every member holds the zero-shot decoder: keep it once
     return Refined(
-        model=dataclasses.replace(first.model, decoder_params=stack([r.model.decoder_params for r in runs])),
-        cond=stack([r.cond for r in runs]),
+        model=first.model
+        if shared
+        else dataclasses.replace(first.model, decoder_params=stack([r.model.decoder_params for r in runs])),
+        cond=first.cond if shared else stack([r.cond for r in runs]),
         steps=max(r.steps for r in runs),
         loss_before=float(np.mean([r.loss_before for r in runs])),
         loss_after=float(np.mean([r.loss_after for r in runs])),
@@ -406,6 +412,7 @@ def refine(
         correction=None if first.correction is None else stack([r.correction for r in runs]),
         corrected_nodes=counts,
         members=cfg.members,
+        shared=shared,
     )
 
 

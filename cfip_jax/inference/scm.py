@@ -251,7 +251,7 @@ def _pack(scm: InferredSCM) -> tuple[dict, dict[str, np.ndarray]]:
         arrays.update({f"correction/{k}": getattr(mech.correction, k) for k in correct_lib.Correction.FIELDS})
     meta = dict(nodes=list(scm.nodes), kind=scm.kind, noise_model=scm.noise_model, **scm.info.to_dict(),
                 decoder=mech.decoder.config.to_dict(), correction=mech.correction is not None,
-                members=mech.members)  # fmt: skip
+                members=mech.members, shared_decoder=mech.shared)  # fmt: skip
     return meta, {k: np.asarray(v) for k, v in arrays.items()}
 
 
@@ -270,8 +270,12 @@ def _unpack(path: str | os.PathLike) -> dict:
                     refine_loss=None if meta["refine_loss"] is None else tuple(meta["refine_loss"]),
                     graph_source=str(meta["graph_source"]))  # fmt: skip
         members = V.check_int(meta.get("members", 1), "saved members", minimum=1)
+        shared = meta.get("shared_decoder", False)
+        if not isinstance(shared, bool):
+            raise ValueError(f"{path}: saved shared_decoder must be true or false, got {shared!r}")
         lead = () if members == 1 else (members,)
-        model_lib.check_variables(params, decoder, f"{path}: array decoder/", lead)
+        dec_lead = () if shared else lead  # a closed-form ensemble holds one decoder and conditioning
+        model_lib.check_variables(params, decoder, f"{path}: array decoder/", dec_lead)
         mean, std, noise = (np.asarray(arrays[k], np.float32) for k in ("mean", "std", "noise_data"))
         correction = None
         if meta.get("correction"):
@@ -286,9 +290,9 @@ def _unpack(path: str | os.PathLike) -> dict:
     if mean.shape != (len(nodes),) or std.shape != (len(nodes),) or noise.ndim != 2 or noise.shape[1] != len(nodes):
         raise ValueError(f"{path}: saved arrays do not match its {len(nodes)} nodes")
     adj_b = jnp.asarray(adj)[None]
-    if cond.c.shape[: len(lead)] != lead:
+    if cond.c.ndim != 4 + len(dec_lead) or cond.c.shape[: len(dec_lead)] != dec_lead:
         raise ValueError(f"{path}: saved conditioning does not hold its {members} members")
-    mech = Mechanism.build(decoder, params, cond, adj_b, correction, members)
+    mech = Mechanism.build(decoder, params, cond, adj_b, correction, members, shared)
     return dict(
         mechanism_fn=mech,
         adj=jnp.asarray(adj),
