@@ -111,31 +111,40 @@ class CondFiP:
         noise_model: str = "empirical",
         max_context: int | str | None = "trained",
         chunk: int = 10,
+        refine_config: refine_lib.RefineConfig | None = None,
     ) -> bootstrap_lib.BootstrapSCM:
         """:meth:`fit` on ``n_boot`` resamples of the rows (drawn with replacement from ``key``) and on the rows
         themselves: a :class:`cfip_jax.bootstrap.BootstrapSCM` whose ``effect`` answers with an interval at
         ``level`` and whose ``sample`` / ``intervene`` give one set per resample.
 
-        Zero-shot (``refine=None``), the resamples are fitted in one compiled, batched pass (``chunk`` at a time).
+        The resamples are fitted in one compiled, batched pass (``chunk`` at a time): zero-shot (``refine=None``),
+        or zero-shot then the closed-form correction (``refine="closed-form"``, ``refine_config`` as :meth:`fit`;
+        each resample's correction chosen on the original rows' folds, :func:`cfip_jax.bootstrap.resample_folds`).
         The interval covers the fit's sampling variability given the graph and the model, not the model's bias
-        (:mod:`cfip_jax.bootstrap`). Other arguments as :meth:`fit`; a refinement is not batched and is refused.
+        (:mod:`cfip_jax.bootstrap`). Other arguments as :meth:`fit`; a gradient refinement is not batched and is
+        refused.
         """
         V.check_int(n_boot, "n_boot", minimum=2)
         if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
-        if refine_lib.check_refine(refine) is not None:
-            raise ValueError("bootstrap fits zero-shot only (refine=None): the refinement is not batched yet")
+        if refine_lib.check_refine(refine) not in (None, "closed-form"):
+            raise ValueError(f"bootstrap fits zero-shot or closed-form (refine=None or 'closed-form'), not {refine!r}")
         V.check_int(chunk, "chunk", minimum=1)
-        point = self.fit(data, graph, nodes=nodes, noise_model=noise_model, max_context=max_context)
+        cfg = refine_config or refine_lib.RefineConfig()
+        point = self.fit(data, graph, nodes=nodes, noise_model=noise_model, max_context=max_context, refine=refine,
+                         refine_config=cfg)  # fmt: skip
         arr, _, _ = inputs.data(data, nodes)
         rows = bootstrap_lib.resample_rows(key, arr.shape[0], int(n_boot))
         limit = self.context_rows(arr.shape[0], max_context)
         n_ctx = arr.shape[0] if limit is None else len(limit)
-        cond, mean, std, noise = bootstrap_lib.fit_resamples(self.model, arr, np.asarray(point.adj), rows,
-                                                             n_ctx=n_ctx, chunk=chunk)  # fmt: skip
+        adj = np.asarray(point.adj)
+        cond, mean, std, noise = bootstrap_lib.fit_resamples(self.model, arr, adj, rows, n_ctx=n_ctx, chunk=chunk)
+        correction = None
+        if refine == "closed-form":
+            correction, noise = bootstrap_lib.correct_resamples(arr, rows, mean, std, noise, adj, cfg, chunk)
         return bootstrap_lib.BootstrapSCM(point=point, cond=cond, mean=mean, std=std, noise_data=noise, adj=point.adj,
                                           decoder=self.model.decoder, decoder_params=self.model.decoder_params,
-                                          level=float(level))  # fmt: skip
+                                          level=float(level), correction=correction)  # fmt: skip
 
     def fit(
         self,

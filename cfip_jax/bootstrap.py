@@ -29,7 +29,9 @@ import numpy as np
 from cfip_jax import fixed_point
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
+from cfip_jax.inference import correct as correct_lib
 from cfip_jax.inference import noise as noise_lib
+from cfip_jax.inference import refine as refine_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,46 @@ def fit_resamples(model: model_lib.TrainedModel, x: np.ndarray, adj: np.ndarray,
                 jnp.asarray(adj, jnp.float32), n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))  # fmt: skip
 
 
+def resample_folds(n: int, rows: np.ndarray, cfg: refine_lib.RefineConfig) -> list[list[np.ndarray]]:
+    """The correction's folds in each resample ``rows [B, n]``: refinement's own folds of the ``n`` original rows
+    (:func:`cfip_jax.inference.refine.correction_folds`), each resampled row in its original row's fold — so a row
+    drawn twice is never fitted on and scored on at once, which would favour the candidates that overfit."""
+    fold_of = np.full(n, -1)
+    for f, part in enumerate(refine_lib.correction_folds(n, cfg)):
+        fold_of[part] = f
+    return [[np.flatnonzero(fold_of[r] == f) for f in range(int(fold_of.max()) + 1)] for r in rows]
+
+
+def correct_resamples(x: np.ndarray, rows: np.ndarray, mean: jax.Array, std: jax.Array, noise: jax.Array,
+                      adj: np.ndarray, cfg: refine_lib.RefineConfig, chunk: int) -> tuple[Any, jax.Array]:  # fmt: skip
+    """``refine="closed-form"`` for every resample: ``(correction [B, members, ...], corrected noise [B, n, d])``.
+
+    Member k of every resample fits its correction with member k's random features (seed ``cfg.seed + k``) on the
+    folds of :func:`resample_folds`; the resample's mechanism is the decoder once, then the mean of its members'
+    corrections (as :class:`cfip_jax.inference.mechanism.Mechanism` with ``shared``). ``x [n, d]`` the data,
+    ``rows [B, n]``, and :func:`fit_resamples`' ``mean``, ``std [B, d]`` and zero-shot noise ``z − T(z) [B, n, d]``."""
+    z = (jnp.asarray(np.asarray(x, np.float32)[rows]) - mean[:, None, :]) / std[:, None, :]
+    t = z - noise
+    per_member = []
+    for k in range(cfg.members):
+        member = dataclasses.replace(cfg, seed=cfg.seed + k, members=1)
+        folds = resample_folds(z.shape[1], rows, member)
+        per_member.append(correct_lib.fit_batch(t, z, adj, folds, kind=cfg.correction, features=cfg.features,
+                                                seed=member.seed, chunk=chunk))  # fmt: skip
+    corr = jax.tree.map(lambda *a: jnp.stack(a, axis=1), *per_member)
+    return corr, z - _mean_corrected(corr, t, z, None)
+
+
+def _mean_corrected(corr: Any, t: jax.Array, z: jax.Array, nodes) -> jax.Array:
+    """Per resample, the mean of its members' corrections of ``t [B, n, K]`` (``corr`` leaves ``[B, members, ...]``)."""
+    members = lambda c, tb, zb: jnp.mean(jax.vmap(lambda cm: correct_lib.apply(cm, tb, zb, nodes))(c), 0)  # noqa: E731
+    return jax.vmap(members)(corr, t, z)
+
+
+def _corrected_at(at, corr, z, nodes):
+    return _mean_corrected(corr, at(z, nodes), z, nodes)
+
+
 @flax.struct.dataclass
 class BootstrapSCM:
     """B SCMs fitted to resamples of the rows (leading axis B), and the SCM fitted to all of them (``point``).
@@ -116,6 +158,7 @@ class BootstrapSCM:
     decoder: Any = flax.struct.field(pytree_node=False, default=None)
     decoder_params: Any = None
     level: float = flax.struct.field(pytree_node=False, default=0.95)
+    correction: Any = None  # refine="closed-form": leaves [B, members, ...] (correct_resamples)
 
     @property
     def n_boot(self) -> int:
@@ -132,6 +175,8 @@ class BootstrapSCM:
     def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None) -> jax.Array:
         adj_b = jnp.broadcast_to(self.adj, (self.n_boot, *self.adj.shape))
         at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, self.cond, adj_b, None)
+        if self.correction is not None:
+            at = jax.tree_util.Partial(_corrected_at, at, self.correction)
         return fixed_point.solve_by_level(at, noise, np.asarray(self.adj), mask, vals, targets=targets)
 
     def _raw(self, z: jax.Array) -> jax.Array:

@@ -264,8 +264,8 @@ def cmd_effect(args) -> None:
         raise InputError(f"--level must be in (0, 1), got {args.level}")
     n = V.check_int(args.n if args.n is not None else (1000 if args.bootstrap is None else 200), "--n", minimum=1)
     refine = _refine_arg(args.refine)
-    if args.bootstrap is not None and refine is not None:
-        raise InputError("--bootstrap fits zero-shot only; drop --refine")
+    if args.bootstrap is not None and refine not in (None, "closed-form"):
+        raise InputError("--bootstrap fits zero-shot or --refine closed-form (the gradient refinement is not batched)")
     import jax
 
     from cfip_jax import api
@@ -277,7 +277,7 @@ def cmd_effect(args) -> None:
         result = dict(outcome=args.outcome, estimate=scm.effect(args.outcome, do, baseline, n=n, key=key))
     else:
         boot = model.bootstrap(x, adj, args.bootstrap, key=jax.random.fold_in(key, 1), level=args.level, nodes=names,
-                               noise_model=args.noise_model)  # fmt: skip
+                               noise_model=args.noise_model, refine=refine)  # fmt: skip
         result = boot.effect(args.outcome, do, baseline, n=n, key=key).to_dict()
     result.update(do=do, baseline=baseline, data=str(args.data), rows=int(x.shape[0]), refine=args.refine)
     against = "the observational mean" if baseline is None else _describe(baseline)

@@ -232,3 +232,24 @@ def test_on_linear_data_a_wrong_proposal_is_replaced_by_least_squares_on_the_par
     plain = (adj.sum(0) > 0) & (c.scale == -1.0)
     outs = [np.asarray(correct.corrected(prop, None, out.correction)[0](z)) for prop in (jnp.cos, jnp.sin)]
     np.testing.assert_array_equal(outs[0][:, plain], outs[1][:, plain])  # those nodes no longer read the proposal
+
+
+def test_fit_batch_is_fit_on_each_dataset():
+    """Three datasets on one graph, each with its own folds (of different sizes, not covering every row): the batched
+    fit makes each one's choice and coefficients, as :func:`correct.fit` does alone."""
+    adj, n = _graph(), 120
+    xs = np.stack([_nonlinear_data(adj, n, seed) for seed in range(3)])
+    ts = (0.5 * xs + 0.1 * np.random.default_rng(5).normal(size=xs.shape)).astype(np.float32)
+    held = [correct.folds(n, 4, seed=s) for s in range(2)]
+    held.append([np.arange(0, 20), np.arange(30, 70), np.arange(80, 90), np.arange(100, 120)])  # 30 rows in none
+    batch = correct.fit_batch(ts, xs, adj, held, seed=7, chunk=2)
+    assert batch.scale.shape == (3, D)
+    for b in range(3):
+        one = correct.fit(ts[b], xs[b], adj, held[b], seed=7).correction
+        np.testing.assert_array_equal(np.asarray(batch.pmask[b]), np.asarray(one.pmask))  # the same nodes corrected
+        for field in ("scale", "coef", "bias", "weight", "omega"):
+            np.testing.assert_allclose(getattr(batch, field)[b], getattr(one, field), rtol=2e-3, atol=2e-4)
+    with pytest.raises(ValueError, match="same number of folds"):
+        correct.fit_batch(ts, xs, adj, [held[0], held[1], held[2][:3]])
+    with pytest.raises(ValueError, match="do not agree"):
+        correct.fit_batch(ts, xs, adj, held[:2])

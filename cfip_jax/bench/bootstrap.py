@@ -1,7 +1,7 @@
 """Bootstrap intervals: coverage on linear-Gaussian SCMs with known effects, and the time of ``n_boot`` refits.
 
 Usage: ``python -m cfip_jax.bench.bootstrap [--trials 50] [--d 10] [--n 400] [--n-boot 100] [--time-d 20]
-[--dowhy]``.
+[--dowhy] [--refine closed-form]``.
 
 Coverage: each trial draws a random linear-Gaussian SCM (an ER DAG with d nodes and about d edges, weights
 ±U(0.5, 1.5), unit-variance Gaussian noise), n rows from it, and one (treatment, outcome) pair with the treatment an
@@ -12,7 +12,8 @@ the share of intervals that cover the truth and the median relative error of the
 Time: ``CondFiP.bootstrap(x, graph, n_boot).effect(...)`` at ``--time-d`` nodes after compilation, and with
 ``--dowhy`` DoWhy-GCM's ``gcm.confidence_intervals(gcm.fit_and_compute(gcm.average_causal_effect, ...))`` with the
 same number of resamples on the same data (``--dowhy-resamples K``: K of them, scaled to ``--n-boot``; each resample
-is a refit). Ends with one JSON line.
+is a refit). ``--refine closed-form`` bootstraps the closed-form refinement instead of the zero-shot fit (both the
+coverage and the time). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def pick_pair(rng: np.random.Generator, w: np.ndarray) -> tuple[int, int, float]
     return i, j, float(total[i, j])
 
 
-def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int = 0) -> dict:
+def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int = 0,
+             refine: str | None = None) -> dict:  # fmt: skip
     rng = np.random.default_rng(seed)
     hits, rel, widths, done = [], [], [], 0
     while done < trials:
@@ -53,23 +55,24 @@ def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int
         if pair is None:
             continue
         i, j, truth = pair
-        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(done))
+        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(done), refine=refine)
         e = boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(10_000 + done))
         hits.append(e.low <= truth <= e.high)
         rel.append(abs(e.estimate - truth) / abs(truth))
         widths.append((e.high - e.low) / abs(truth))
         done += 1
-    return dict(trials=trials, d=d, n=n, n_boot=n_boot, coverage=float(np.mean(hits)),
+    return dict(trials=trials, d=d, n=n, n_boot=n_boot, refine=refine, coverage=float(np.mean(hits)),
                 median_rel_error=float(np.median(rel)), median_rel_width=float(np.median(widths)))  # fmt: skip
 
 
-def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resamples: int | None = None) -> dict:
+def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resamples: int | None = None,
+           refine: str | None = None) -> dict:  # fmt: skip
     rng = np.random.default_rng(1)
     x, adj, w = linear_scm(rng, d, n)
     i, j, _ = pick_pair(rng, w)
 
     def run(seed):
-        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed))
+        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed), refine=refine)
         return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))  # 200 samples per resample
 
     run(0)  # compile
@@ -111,16 +114,17 @@ def main(argv=None) -> dict:
     p.add_argument("--dowhy", action="store_true", help="also time DoWhy-GCM's bootstrap interval")
     p.add_argument("--dowhy-resamples", type=int, help="DoWhy-GCM's resamples timed (default --n-boot; fewer are "
                    "scaled up linearly to --n-boot: each is a refit)")  # fmt: skip
+    p.add_argument("--refine", choices=["closed-form"], help="bootstrap the closed-form refinement (default zero-shot)")
     args = p.parse_args(argv)
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     result = {}
     if args.trials > 0:
-        result.update(coverage(model, args.trials, args.d, args.n, args.n_boot))
+        result.update(coverage(model, args.trials, args.d, args.n, args.n_boot, refine=args.refine))
         print(f"coverage of the 95 % interval over {args.trials} trials (d = {args.d}, n = {args.n}): "
               f"{result['coverage']:.2f}; median relative error {result['median_rel_error']:.3f}, "
               f"median relative width {result['median_rel_width']:.3f}", flush=True)  # fmt: skip
     if args.time_d > 0:
-        result.update(timing(model, args.time_d, args.n, args.n_boot, args.dowhy, args.dowhy_resamples))
+        result.update(timing(model, args.time_d, args.n, args.n_boot, args.dowhy, args.dowhy_resamples, args.refine))
         line = (f"bootstrap + effect, d = {args.time_d}, n = {args.n}, {args.n_boot} resamples: "
                 f"{result['cfip_bootstrap_s']} s")  # fmt: skip
         if "dowhy_s" in result:

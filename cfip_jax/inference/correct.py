@@ -169,12 +169,12 @@ def feature_draws(seed: int, pmask: np.ndarray, features: int) -> tuple[jax.Arra
     return g, jax.random.uniform(key_b, (d, features), maxval=2.0 * np.pi)
 
 
-def _layout(n: int, held_out: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _layout(n: int, held_out: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows grouped by fold: ``(idx [F + 1, L] int32, valid [F + 1, L] float32)``, group F the rows in no fold, each
-    group padded to the longest (``valid`` 0)."""
+    group padded to ``length`` (default the longest group; ``valid`` 0)."""
     rest = np.setdiff1d(np.arange(n), np.concatenate(held_out))
     groups = [*held_out, rest]
-    length = max(len(g) for g in groups)
+    length = max(len(g) for g in groups) if length is None else length
     idx, valid = np.zeros((len(groups), length), np.int32), np.zeros((len(groups), length), np.float32)
     for k, rows in enumerate(groups):
         idx[k, : rows.size], valid[k, : rows.size] = rows, 1.0
@@ -328,3 +328,40 @@ def fit(
     counts = {"none": with_parents - int(chosen.sum()), "linear": int((chosen & ~feature).sum()),
               "features": int(feature.sum())}  # fmt: skip
     return Fit(corr, counts, int(np.asarray(plain).sum()), oof)
+
+
+def fit_batch(t: jax.Array, x: jax.Array, adj: np.ndarray, held_out: list[list[np.ndarray]], *, kind: str = "features",
+              features: int = 200, seed: int = 0, chunk: int = 10) -> Correction:  # fmt: skip
+    """:func:`fit` for ``B`` datasets on one graph in one compiled call (``chunk`` at a time): the correction of each
+    ``t[b] = T_b(x[b])``, chosen on its own folds ``held_out[b]``, the random features shared (``seed``).
+
+    Args: ``t``, ``x`` ``[B, n, d]``; ``adj [d, d]``; ``held_out`` B lists of disjoint, non-empty row-index folds
+    (the same number for every dataset, not every row need be in one); others as :func:`fit`.
+
+    Returns:
+      The :class:`Correction` with a leading ``B`` axis (``fit(t[b], x[b], adj, held_out[b], ...)``'s choice and
+      coefficients for each ``b``, within float32 rounding).
+    """
+    check_kind(kind)
+    t, x = jnp.asarray(t, jnp.float32), jnp.asarray(x, jnp.float32)
+    if t.ndim != 3 or t.shape != x.shape or np.shape(adj) != (x.shape[2],) * 2 or len(held_out) != x.shape[0]:
+        raise ValueError(f"correction: t {t.shape}, x {x.shape}, adj {np.shape(adj)} and {len(held_out)} fold "
+                         "lists do not agree")  # fmt: skip
+    n = x.shape[1]
+    if len({len(f) for f in held_out}) != 1 or any(len(h) == 0 or len(h) == n for f in held_out for h in f):
+        raise ValueError("correction: every dataset needs the same number of folds, each non-empty and not all rows")
+    parents, pmask = parent_slots(adj)
+    g, b = feature_draws(seed, pmask, features)
+    rest = [n - sum(len(h) for h in f) for f in held_out]
+    length = max(max(len(h) for f in held_out for h in f), max(rest))
+    idx, valid = (np.stack(a) for a in zip(*(_layout(n, f, length) for f in held_out), strict=True))
+    scales = LENGTHSCALES if kind == "features" else ()
+    return _fit_batch_device(t, x, jnp.asarray(parents), jnp.asarray(pmask), g, b, jnp.asarray(idx), jnp.asarray(valid),
+                             scales=scales, chunk=int(chunk))  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=("scales", "chunk"))
+def _fit_batch_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...], chunk: int) -> Correction:
+    """:func:`_fit_device`'s correction for each of the datasets ``t``, ``x``, ``idx``, ``valid`` (leading axis B)."""
+    one = lambda args: _fit_device(args[0], args[1], parents, pmask, g, b, args[2], args[3], scales=scales)[0]  # noqa: E731
+    return jax.lax.map(one, (t, x, idx, valid), batch_size=chunk)

@@ -456,7 +456,7 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
     graph = np.asarray(adj)[0]
     _, held_rows = split_rows
     kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
-    corr, counts, _, oof = correct_lib.fit(t, x, graph, _choice(z.shape[0], held_rows, cfg), **kw)
+    corr, counts, _, oof = correct_lib.fit(t, x, graph, correction_folds(z.shape[0], cfg), **kw)
     if loss_on == "held-out rows":  # the objective on the held-out rows, each corrected out of fold
         if steps == "closed-form":
             before = _row_rmse_of(t[held_rows], x[held_rows])
@@ -474,9 +474,9 @@ def _proposal(mech: Mechanism, z: jax.Array) -> jax.Array:
     return mech(z)
 
 
-def _choice(m: int, held_rows: np.ndarray, cfg: RefineConfig) -> list[np.ndarray]:
-    """The folds the correction of ``m`` rows is chosen on: with ``cfg.folds == 1`` the split's ``held_rows``, with
-    ``cfg.folds > 1`` that many cross-validation folds."""
+def correction_folds(n: int, cfg: RefineConfig) -> list[np.ndarray]:
+    """The folds the correction of ``n`` rows is chosen on: with ``cfg.folds == 1`` the held-out rows of
+    :func:`held_out_rows`, with ``cfg.folds > 1`` that many cross-validation folds (seed ``cfg.seed + 1``)."""
     if cfg.folds > 1:
-        return correct_lib.folds(m, min(cfg.folds, m), cfg.seed + 1)
-    return [held_rows]
+        return correct_lib.folds(n, min(cfg.folds, n), cfg.seed + 1)
+    return [held_out_rows(n, cfg)[1]]
