@@ -10,6 +10,10 @@ leading axis and answers with the spread:
   the B resampled effects at ``level``, and the B values;
 - :meth:`BootstrapSCM.sample` / :meth:`BootstrapSCM.intervene`: ``[B, n, d]`` samples, one set per resample.
 
+With ``refine="closed-form"`` every resample is then corrected as :mod:`cfip_jax.inference.refine` corrects one
+fit (:func:`correct_resamples`: one batched device call per member, :func:`cfip_jax.inference.correct.fit_batch`),
+its candidates chosen on folds of the original rows (:func:`resample_folds`).
+
 What the interval covers: the fit's sampling variability — how much the inferred SCM, and so the effect, moves when
 the rows are redrawn — given the graph and the trained model. It does not cover the model's bias (a mechanism the
 zero-shot model infers wrongly on every resample moves every resampled effect alike), nor an error in the graph.
