@@ -132,17 +132,13 @@ def correct_resamples(x: np.ndarray, rows: np.ndarray, mean: jax.Array, std: jax
         per_member.append(correct_lib.fit_batch(t, z, adj, folds, kind=cfg.correction, features=cfg.features,
                                                 seed=member.seed, chunk=chunk))  # fmt: skip
     corr = jax.tree.map(lambda *a: jnp.stack(a, axis=1), *per_member)
-    return corr, z - _mean_corrected(corr, t, z, None)
-
-
-def _mean_corrected(corr: Any, t: jax.Array, z: jax.Array, nodes) -> jax.Array:
-    """Per resample, the mean of its members' corrections of ``t [B, n, K]`` (``corr`` leaves ``[B, members, ...]``)."""
-    members = lambda c, tb, zb: jnp.mean(jax.vmap(lambda cm: correct_lib.apply(cm, tb, zb, nodes))(c), 0)  # noqa: E731
-    return jax.vmap(members)(corr, t, z)
+    corrected = jax.lax.map(lambda a: correct_lib.apply_mean(*a), (corr, t, z), batch_size=int(chunk))  # memory
+    return corr, z - corrected
 
 
 def _corrected_at(at, corr, z, nodes):
-    return _mean_corrected(corr, at(z, nodes), z, nodes)
+    """Each resample's mean of its members' corrections (``corr`` leaves ``[B, members, ...]``) of ``at(z, nodes)``."""
+    return jax.vmap(lambda c, tb, zb: correct_lib.apply_mean(c, tb, zb, nodes))(corr, at(z, nodes), z)
 
 
 @flax.struct.dataclass

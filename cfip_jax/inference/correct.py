@@ -91,6 +91,12 @@ def apply(corr: Correction, t: jax.Array, z: jax.Array, nodes: jax.Array | None 
     return out + jnp.einsum("...nim,im->...ni", phi, c.weight)
 
 
+def apply_mean(corr: Correction, t: jax.Array, z: jax.Array, nodes: jax.Array | None = None) -> jax.Array:
+    """The mean over an ensemble's members (``corr``'s leaves carry them on a leading axis) of :func:`apply` to the
+    same proposal ``t``, one member at a time (``lax.map``: one member's random features alive at once)."""
+    return jnp.mean(jax.lax.map(lambda c: apply(c, t, z, nodes), corr), axis=0)
+
+
 def _corrected(mech, corr: Correction, z):
     return apply(corr, mech(z), z)
 

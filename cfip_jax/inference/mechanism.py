@@ -60,9 +60,8 @@ class Mechanism:
         if self.members == 1:
             return self._member(self.params, self.cond, self.correction, z, nodes)
         if self.shared:
-            t = self._member(self.params, self.cond, None, z, nodes)
-            one = lambda corr: correct_lib.apply(corr, t, z, nodes)  # noqa: E731
-            return jnp.mean(jax.lax.map(one, self.correction), axis=0)
+            t = self._member(self.params, self.cond, None, z, nodes)  # the decoder once for every member
+            return correct_lib.apply_mean(self.correction, t, z, nodes)
         one = lambda member: self._member(*member, z, nodes)  # noqa: E731
         return jnp.mean(jax.lax.map(one, (self.params, self.cond, self.correction)), axis=0)
 
