@@ -22,18 +22,19 @@ import numpy as np
 
 from cfip_jax import model_io
 from cfip_jax.inference import fit as fit_lib
+from cfip_jax.inference.correct import CorrectionConfig
 from cfip_jax.inference.refine import RefineConfig
 from cfip_jax.train import validation_set as vs
 
 VARIANTS = {
     "zero-shot": None,
     "default": RefineConfig(),
-    "f100": RefineConfig(features=100),
-    "f50": RefineConfig(features=50),
-    "f100-k3": RefineConfig(features=100, folds=3),
-    "f200-k3": RefineConfig(folds=3),
+    "f100": RefineConfig(correction=CorrectionConfig(features=100)),
+    "f50": RefineConfig(correction=CorrectionConfig(features=50)),
+    "f100-k3": RefineConfig(correction=CorrectionConfig(features=100, folds=3)),
+    "f200-k3": RefineConfig(correction=CorrectionConfig(folds=3)),
     "linear": RefineConfig(correction="linear"),
-    "f100-m1": RefineConfig(features=100, members=1),
+    "f100-m1": RefineConfig(correction=CorrectionConfig(features=100), members=1),
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 from cfip_jax import cli
 from cfip_jax import dataclass_flags as flags
 from cfip_jax.eval import cli as eval_cli
+from cfip_jax.inference.correct import CorrectionConfig
 from cfip_jax.inference.refine import RefineConfig
 
 
@@ -21,11 +22,20 @@ def _fit_parser() -> argparse.ArgumentParser:
 def test_every_refine_config_field_is_a_flag_with_its_default(make):
     parser = make()
     options = {opt: action for action in parser._actions for opt in action.option_strings}
+    expected = {}
     for field in dataclasses.fields(RefineConfig):
-        flag = f"--refine-{field.name.replace('_', '-')}"
+        if field.name == "correction":  # the nested CorrectionConfig: its kind under the field's name, then its fields
+            for inner in dataclasses.fields(CorrectionConfig):
+                expected["correction" if inner.name == "kind" else inner.name] = inner.default
+        else:
+            expected[field.name] = field.default
+    assert {"correction", "features", "folds", "members"} <= set(expected)
+    for name, default in expected.items():
+        flag = f"--refine-{name.replace('_', '-')}"
         assert flag in options, flag
-        assert options[flag].default == field.default
+        assert options[flag].default == default
         assert options[flag].help  # from the class docstring
+    assert "none: no correction" in options["--refine-correction"].help
 
 
 def test_flags_parse_back_into_the_dataclass_and_none_is_none():
@@ -34,7 +44,11 @@ def test_flags_parse_back_into_the_dataclass_and_none_is_none():
     args = parser.parse_args(["--refine-features", "64", "--refine-batch", "none", "--refine-lr", "0.01",
                               "--refine-correction", "none", "--refine-target", "decoder"])  # fmt: skip
     cfg = flags.from_flags(args, RefineConfig, "refine")
-    assert cfg == RefineConfig(features=64, batch=None, lr=0.01, correction=None, target="decoder")
+    assert cfg == RefineConfig(batch=None, lr=0.01, correction=None, target="decoder")
+    args = parser.parse_args(["--refine-correction", "linear", "--refine-features", "64", "--refine-folds", "3"])
+    assert flags.from_flags(args, RefineConfig, "refine") == RefineConfig(correction=CorrectionConfig("linear", 64, 3))
+    args = parser.parse_args(["--refine-features", "64"])
+    assert flags.from_flags(args, RefineConfig, "refine").correction == CorrectionConfig(features=64)
     assert flags.from_flags(parser.parse_args([]), RefineConfig, "refine") == RefineConfig()
 
 

@@ -135,17 +135,18 @@ def test_eval_cli_with_learned_graphs(tmp_path, shared_dir, capsys):
 
 def test_eval_cli_refine_flags_reach_the_config():
     from cfip_jax.eval import cli
+    from cfip_jax.inference.correct import CorrectionConfig
     from cfip_jax.inference.refine import RefineConfig
 
     p = cli.parser()
     argv = ["--real", "sachs", "--refine", "closed-form", "--refine-features", "64", "--refine-folds", "3"]
     argv += ["--refine-batch", "17", "--refine-patience", "5", "--refine-eval-every", "7", "--refine-members", "3"]
     steps, cfg = cli.refine_settings(p, p.parse_args([*argv, "--out", "x"]))
-    assert steps == "closed-form" and cfg.features == 64 and cfg.folds == 3 and cfg.correction == "features"
+    assert steps == "closed-form" and cfg.correction == CorrectionConfig(kind="features", features=64, folds=3)
     assert (cfg.batch, cfg.patience, cfg.eval_every, cfg.members) == (17, 5, 7, 3)
     _, default_cfg = cli.refine_settings(p, p.parse_args(["--real", "sachs", "--out", "x"]))
-    assert default_cfg.features == RefineConfig.features != 64
-    assert default_cfg.folds == RefineConfig.folds != 3
+    assert default_cfg.correction.features == CorrectionConfig.features != 64
+    assert default_cfg.correction.folds == CorrectionConfig.folds != 3
     assert (default_cfg.batch, default_cfg.patience, default_cfg.eval_every, default_cfg.members) == (
         RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every, RefineConfig.members)  # fmt: skip
     assert (RefineConfig.batch, RefineConfig.patience, RefineConfig.eval_every, RefineConfig.members) != (17, 5, 7, 3)

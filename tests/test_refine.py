@@ -12,6 +12,7 @@ from helpers import assert_trees_equal
 from cfip_jax import model as model_lib
 from cfip_jax import model_io
 from cfip_jax.inference import refine as refine_lib
+from cfip_jax.inference.correct import CorrectionConfig
 from cfip_jax.nn.arch import decoder_arch, encoder_arch
 from cfip_jax.nn.decoder import CondFiPDecoder
 from cfip_jax.nn.encoder import DatasetEncoder
@@ -161,9 +162,7 @@ def test_held_out_rows_split_is_fixed_disjoint_and_complete():
         (dict(holdout=1.0), "holdout"),
         (dict(batch=0), "refine batch"),
         (dict(correction="quadratic"), "unknown correction"),
-        (dict(features=0), "refine features"),
-        (dict(folds=0), "refine folds"),
-        (dict(folds=2.5), "refine folds"),
+        (dict(correction=5), "refine correction must be a CorrectionConfig, a kind or None"),
         (dict(members=0), "refine members"),
         (dict(seed=-1), "refine seed"),
     ],
@@ -171,6 +170,27 @@ def test_held_out_rows_split_is_fixed_disjoint_and_complete():
 def test_bad_refine_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         refine_lib.RefineConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="quadratic"), "unknown correction"),
+        (dict(kind=None), "correction kind must be features or linear"),
+        (dict(features=0), "refine features"),
+        (dict(folds=0), "refine folds"),
+        (dict(folds=2.5), "refine folds"),
+    ],
+)
+def test_bad_correction_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CorrectionConfig(**kwargs)
+
+
+def test_a_correction_kind_is_short_for_its_config():
+    assert refine_lib.RefineConfig(correction="linear").correction == CorrectionConfig(kind="linear")
+    assert refine_lib.RefineConfig().correction == CorrectionConfig()
+    assert hash(refine_lib.RefineConfig(correction="linear")) == hash(refine_lib.RefineConfig(correction="linear"))
 
 
 @pytest.mark.parametrize("rows", [N, N - 1])

@@ -29,6 +29,7 @@ as a constrained solution (``a_i = −1`` by one Lagrange multiplier). Applying 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -37,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
+
+from cfip_jax import validation as V
 
 KINDS = ("features", "linear")
 LENGTHSCALES = (0.5, 1.0, 2.0)
@@ -120,6 +123,30 @@ def check_kind(kind: str | None) -> str | None:
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown correction {kind!r}; expected one of {', '.join(KINDS)} or None")
     return kind
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionConfig:
+    """The correction's settings (hashable), nested in :class:`cfip_jax.inference.refine.RefineConfig` as its
+    ``correction`` (None there: no correction).
+
+    Attributes:
+      kind: which candidates, ``"features"`` (linear and random-feature ones) or ``"linear"`` (linear ones only).
+      features: random features per node of the ``"features"`` correction (``M``).
+      folds: how the candidates are chosen: 1 on the held-out rows of the refinement's split, k > 1 by k-fold
+        cross-validation over the rows (:func:`folds`).
+    """
+
+    kind: str = "features"
+    features: int = 200
+    folds: int = 5
+
+    def __post_init__(self):
+        if self.kind is None:
+            raise ValueError("correction kind must be features or linear (none: RefineConfig(correction=None))")
+        check_kind(self.kind)
+        V.check_int(self.features, "refine features", minimum=1)
+        V.check_int(self.folds, "refine folds", minimum=1)
 
 
 JITTER = 1e-6  # added to the normal equations' diagonal, relative to the rows fitted (float32 Cholesky)

@@ -21,10 +21,10 @@ compiled once per model, shapes and settings.
 
 Then (``correction``, on by default) the decoder's mechanism is corrected node by node in closed form
 (:mod:`cfip_jax.inference.correct`): a ridge regression of each node's residual on its proposal, its parents and random
-features of them, chosen per node by ``folds``-fold cross-validation over the rows (``folds=1``: on the held-out
-rows of ``"auto"``'s split), the winner refitted on every row. The held-out loss ``"auto"`` and ``"closed-form"``
-report after it scores each held-out row with the correction fitted without that row's fold (the cross-validation's
-own out-of-fold predictions, so no second fit). Every schedule needs enough rows to hold some out
+features of them, chosen per node by k-fold cross-validation over the rows (``CorrectionConfig.folds``; 1: on the
+held-out rows of ``"auto"``'s split), the winner refitted on every row. The held-out loss ``"auto"`` and
+``"closed-form"`` report after it scores each held-out row with the correction fitted without that row's fold (the
+cross-validation's own out-of-fold predictions, so no second fit). Every schedule needs enough rows to hold some out
 (:func:`held_out_rows`), unless ``correction=None``.
 
 By default (``members=2``) two such refinements are averaged: member k runs with seed ``seed + k`` — its own
@@ -51,6 +51,7 @@ import optax
 from cfip_jax import model as model_lib
 from cfip_jax import validation as V
 from cfip_jax.inference import correct as correct_lib
+from cfip_jax.inference.correct import CorrectionConfig
 from cfip_jax.inference.mechanism import Mechanism
 from cfip_jax.nn.decoder import Conditioning
 
@@ -64,11 +65,10 @@ class RefineConfig:
 
     Attributes:
       target: what is refined: ``"embedding"``, ``"adaln"`` or ``"decoder"`` (:data:`TARGETS`).
-      correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.inference.correct`):
-        ``"features"`` (linear and random-feature candidates), ``"linear"`` or None (no correction).
-      features: random features per node of the ``"features"`` correction.
-      folds: how the correction's candidates are chosen: 1 on the held-out rows of the split, k > 1 by k-fold
-        cross-validation over the rows (:func:`cfip_jax.inference.correct.folds`).
+      correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.inference.correct`)
+        and its settings (:class:`~cfip_jax.inference.correct.CorrectionConfig`: candidates, features, folds), or
+        None (no correction). A kind alone is short for its config: ``correction="linear"`` is
+        ``CorrectionConfig(kind="linear")``.
       lr: Adam's learning rate.
       batch: rows per step (None: all). 32 rather than 64: with two members slightly more accurate at every d and
         a fifth faster (with one member it tied 64 at d ≤ 20 and lost 1 % at d = 50; ``docs/refinement.md``).
@@ -84,9 +84,7 @@ class RefineConfig:
     """
 
     target: str = "adaln"
-    correction: str | None = "features"
-    features: int = 200
-    folds: int = 5
+    correction: CorrectionConfig | None = CorrectionConfig()
     lr: float = 3e-3
     batch: int | None = 32
     pull: float = 0.0
@@ -99,9 +97,10 @@ class RefineConfig:
 
     def __post_init__(self):
         V.check_choice(self.target, TARGETS, "refine target")
-        correct_lib.check_kind(self.correction)
-        V.check_int(self.features, "refine features", minimum=1)
-        V.check_int(self.folds, "refine folds", minimum=1)
+        if isinstance(self.correction, str):
+            object.__setattr__(self, "correction", CorrectionConfig(kind=self.correction))
+        if self.correction is not None and not isinstance(self.correction, CorrectionConfig):
+            raise ValueError(f"refine correction must be a CorrectionConfig, a kind or None, got {self.correction!r}")
         V.check_positive(self.lr, "refine lr")
         if self.batch is not None:
             V.check_int(self.batch, "refine batch", minimum=1)
@@ -455,7 +454,7 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     graph = np.asarray(adj)[0]
     _, held_rows = split_rows
-    kw = dict(kind=cfg.correction, features=cfg.features, seed=cfg.seed)
+    kw = dict(kind=cfg.correction.kind, features=cfg.correction.features, seed=cfg.seed)
     corr, counts, _, oof = correct_lib.fit(t, x, graph, correction_folds(z.shape[0], cfg), **kw)
     if loss_on == "held-out rows":  # the objective on the held-out rows, each corrected out of fold
         if steps == "closed-form":
@@ -475,8 +474,10 @@ def _proposal(mech: Mechanism, z: jax.Array) -> jax.Array:
 
 
 def correction_folds(n: int, cfg: RefineConfig) -> list[np.ndarray]:
-    """The folds the correction of ``n`` rows is chosen on: with ``cfg.folds == 1`` the held-out rows of
-    :func:`held_out_rows`, with ``cfg.folds > 1`` that many cross-validation folds (seed ``cfg.seed + 1``)."""
-    if cfg.folds > 1:
-        return correct_lib.folds(n, min(cfg.folds, n), cfg.seed + 1)
+    """The folds the correction of ``n`` rows is chosen on: with ``cfg.correction.folds == 1`` the held-out rows of
+    :func:`held_out_rows`, with ``folds > 1`` that many cross-validation folds (seed ``cfg.seed + 1``); ``cfg`` has a
+    correction."""
+    k = cfg.correction.folds
+    if k > 1:
+        return correct_lib.folds(n, min(k, n), cfg.seed + 1)
     return [held_out_rows(n, cfg)[1]]
