@@ -75,11 +75,11 @@ def _flag_fields(cls: type) -> list[_Flag]:
             scalar, optional = _field_type(inner, g.name)
             default = None if f.default is None else getattr(f.default, g.name)
             text = inner_docs.get(g.name, "")
-            if g.name == "kind":
-                text = f"the {f.name}: {text.rstrip('.')}" + (f"; none: no {f.name}." if outer_optional else ".")
-            name = f.name if g.name == "kind" else g.name
-            out.append(_Flag(name, g.name, scalar, optional or (g.name == "kind" and outer_optional), default, text,
-                             f.name, inner))  # fmt: skip
+            if g.name != "kind":
+                out.append(_Flag(g.name, g.name, scalar, optional, default, text, f.name, inner))
+                continue
+            text = f"the {f.name}: {text.rstrip('.')}" + (f"; none: no {f.name}." if outer_optional else ".")
+            out.append(_Flag(f.name, g.name, scalar, optional or outer_optional, default, text, f.name, inner))
     return out
 
 

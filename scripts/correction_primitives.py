@@ -13,23 +13,13 @@ right-hand sides a hat-matrix (leave-fold-out) form needs per full fit. Then the
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cfip_jax.bench.model import median_time
 from cfip_jax.inference import correct
-
-
-def _median_s(fn, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -67,7 +57,7 @@ def main() -> None:
     }  # fmt: skip
     print(f"d = {d}, n = {n}, p = {size}: {per_member} factorisations per member ({batch} per call)")
     for name, (fn, *inputs) in runs.items():
-        seconds = _median_s(fn, *inputs)
+        seconds = median_time(lambda fn=fn, inputs=inputs: fn(*inputs), 5)
         rate = flops[name] * batch / seconds / 1e9
         print(f"  {name:28s} {seconds * 1e3:7.2f} ms per {batch} ({rate:5.1f} GFLOP/s), "
               f"x {scale:.0f} = {seconds * scale * 1e3:7.1f} ms per member", flush=True)  # fmt: skip
@@ -76,7 +66,7 @@ def main() -> None:
         x[:, i] += np.sin(x @ adj[:, i])
     t = (0.7 * x + 0.1 * rng.normal(size=x.shape)).astype(np.float32)
     held = correct.folds(n, folds, 1)
-    seconds = _median_s(lambda: correct.fit(t, x, adj, held, features=args.features).correction, repeats=3)
+    seconds = median_time(lambda: correct.fit(t, x, adj, held, features=args.features).correction, 3)
     print(f"  the whole device fit (correct.fit)  {seconds * 1e3:7.1f} ms per member")
 
 
