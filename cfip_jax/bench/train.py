@@ -19,13 +19,18 @@ more than in an untraced step); the backward pass is split the same way.
 ``--against PATH``: the same figures for a second checkout (e.g. a worktree of an older commit), measured in turns with
 this one — A, B, A, B, … in separate processes, ``--rounds`` times — and the ratio of the medians.
 
+``--set KEY=VALUE`` (repeatable): an override applied to every config before it is measured, as ``train.py``'s
+``--config.KEY=VALUE`` (e.g. ``--set encoder.model.num_heads=3 --set encoder.model.key_dim=32``): how the training
+study measures a variant's speed.
+
 Usage: ``python -m cfip_jax.bench.train [--configs default,paper] [--steps 5] [--paper_steps 2] [--breakdown]
-[--against PATH --rounds 3]``
+[--against PATH --rounds 3] [--stages encoder,decoder] [--set KEY=VALUE ...]``
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import glob
 import gzip
@@ -60,6 +65,36 @@ def run_config(name: str):
     except ModuleNotFoundError as err:
         raise SystemExit(f"error: config {name!r} not found ({err}); run from the repository root") from None
     return module.get_config()
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"a.b.c=VALUE"`` → ``("a.b.c", value)``: the value as a Python literal where it is one, else the string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(config, overrides: list[tuple[str, object]]):
+    """``config`` with each ``(dotted key, value)`` set; a key the config does not have is refused (one line)."""
+    for key, value in overrides:
+        *path, leaf = key.split(".")
+        node = config
+        for part in path:
+            if part not in node:
+                raise SystemExit(f"error: --set {key}: the config has no {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(f"error: --set {key}: the config has no {leaf!r}")
+        try:
+            node[leaf] = value
+        except TypeError as err:
+            raise SystemExit(f"error: --set {key}: {err}") from None
+    return config
 
 
 def median_time(fn, reps: int) -> float:
@@ -229,11 +264,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--breakdown", action="store_true", help="profile the step and print the share of each part")
     parser.add_argument("--against", help="a second checkout to measure in turns with this one")
     parser.add_argument("--rounds", type=int, default=3, help="turns per checkout with --against")
+    parser.add_argument("--stages", default="encoder,decoder", help="comma-separated stages to measure")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every config (repeatable)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.paper_steps < 1 or args.rounds < 1:
         parser.error("--steps, --paper_steps and --rounds must be >= 1")
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if not stages or not set(stages) <= {"encoder", "decoder"}:
+        parser.error(f"--stages {args.stages!r}: expected encoder, decoder or both")
+    try:
+        overrides = [parse_override(t) for t in args.set]
+    except ValueError as err:
+        parser.error(str(err))
     if args.against:
+        if overrides:
+            parser.error("--set applies to this checkout only; it cannot be combined with --against")
         if not os.path.isdir(os.path.join(args.against, "cfip_jax")):
             parser.error(f"--against {args.against}: not a checkout of this project")
         results = _against(args, names)
@@ -243,9 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"devices: {len(devices)} × {devices[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores")
     results: dict = {"backend": jax.default_backend(), "devices": len(devices)}
     for name in names:
-        config = run_config(name)
+        config = apply_overrides(run_config(name), overrides)
         steps = args.paper_steps if name == "paper" else args.steps
-        for stage_name in ("encoder", "decoder"):
+        for stage_name in stages:
             r = bench_stage(config, stage_name, steps, breakdown=args.breakdown)
             batch = f"{config.data.batch_size}×{config[stage_name].grad_accum}"
             print(
