@@ -25,6 +25,16 @@ def node_fits(t, x, i, pa, g, b, held_out, scales):
     r, n, m = x[:, i] - t[:, i], x.shape[0], g.shape[-1]
     out = []
     for fixed in (False, True):
+        if fixed:  # least squares on the parents alone (ridge 0): the first candidate without the proposal
+            a = np.concatenate([x[:, pa], np.ones((n, 1))], axis=1)
+            pred = np.zeros(n)
+            for h in held_out:
+                rest = np.setdiff1d(np.arange(n), h)
+                pred[h] = a[h] @ _ridge(a[rest].T @ a[rest], a[rest].T @ x[rest, i], 0.0, rest.size, False) - t[h, i]
+            scored = np.concatenate(held_out)
+            err = float(np.sum((pred[scored] - r[scored]) ** 2))
+            beta = np.r_[-1.0, _ridge(a.T @ a, a.T @ x[:, i], 0.0, n, False)]
+            out.append(("plain", None, 0.0, err, beta, pred))
         for ell in (None, *scales):
             cols = [t[:, i : i + 1], x[:, pa]]
             if ell is not None:

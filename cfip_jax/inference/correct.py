@@ -11,20 +11,23 @@ that the corrected mechanism is
 
 Two families of candidates are offered per node. *Around the proposal*: the ridge penalty shrinks towards the
 proposal itself (all coefficients 0: ``T' = T``). *Without the proposal*: ``a_i = −1`` is held fixed, so the fit is
-a plain ridge regression of ``x_i`` on ``[x_pa, φ(x_pa), 1]`` shrunk towards zero — on linear data its linear member
-is (up to the smallest ridge) the least-squares fit on the parents a per-dataset linear model would make. Which
-correction a node gets is chosen on held-out rows (one held-out split, or k-fold cross-validation: :func:`folds`),
-per node, among: none (keep ``T_i``), and for each family linear (``[x_pa, 1]``) and, with ``kind="features"``,
-random features at each length-scale of :data:`LENGTHSCALES`, each at every ridge strength of :data:`RIDGES` — the
-candidate with the lowest held-out squared error wins only if it beats the proposal there; the winner is then
-refitted on every row. A node without parents keeps its mechanism (a constant). The corrected ``T'_i`` still reads
-the parents of ``i`` only, so the graph, the fixed-point solvers, interventions and counterfactuals are unchanged.
+a plain ridge regression of ``x_i`` on ``[x_pa, φ(x_pa), 1]`` shrunk towards zero; its first member is the
+least-squares fit of ``x_i`` on ``[x_pa, 1]`` with no shrinkage (a design of its own, so the proposal's column cannot
+condition it) — exactly the fit a per-dataset linear model makes, which on nearly noiseless linear data with
+correlated parents even the smallest ridge strength misses visibly. Which correction a node gets is chosen on
+held-out rows (one held-out split, or k-fold cross-validation: :func:`folds`), per node, among: none (keep ``T_i``),
+least squares, and for each family linear (``[x_pa, 1]``) and, with ``kind="features"``, random features at each
+length-scale of :data:`LENGTHSCALES`, each at every ridge strength of :data:`RIDGES` — the candidate with the lowest
+held-out squared error wins only if it beats the proposal there; the winner is then refitted on every row. A node
+without parents keeps its mechanism (a constant). The corrected ``T'_i`` still reads the parents of ``i`` only, so
+the graph, the fixed-point solvers, interventions and counterfactuals are unchanged.
 
 The fit runs on the device in one compiled call per shape (:func:`fit`): every node × candidate × fold at once as
 batched float32 linear algebra — per-fold Gram matrices of the design, each held-out fit as the full Gram minus its
 fold's, Cholesky factorisations at each ridge strength, and the without-proposal family from the same factorisation
-as a constrained solution (``a_i = −1`` by one Lagrange multiplier). Applying it is a pure JAX function of a
-:class:`Correction` pytree. Measured in ``docs/refinement.md``.
+as a constrained solution (``a_i = −1`` by one Lagrange multiplier; the least-squares member from its own small
+factorisation). Applying it is a pure JAX function of a :class:`Correction` pytree. Measured in
+``docs/refinement.md``.
 """
 
 from __future__ import annotations
@@ -214,18 +217,22 @@ def _layout(n: int, held_out: list[np.ndarray], length: int | None = None) -> tu
     return idx, valid
 
 
-def _candidates(a_g: jax.Array, r_g: jax.Array, valid: jax.Array, icol: int):
+def _candidates(a_g: jax.Array, r_g: jax.Array, valid: jax.Array, icol: int, ridges: tuple[float, ...] = RIDGES,
+                constrained: bool = True):  # fmt: skip
     """Every ridge strength × family × fold of one design.
 
     Args:
       a_g: ``[F + 1, L, d, p]`` the design grouped by fold (padded rows 0; column 0 the proposal, ``icol`` the
         intercept).
-      r_g: ``[F + 1, L, d]`` the residual ``x − t`` grouped alike.
+      r_g: ``[F + 1, L, d]`` the target (the residual ``x − t``) grouped alike.
       valid: ``[F + 1, L]``.
+      ridges: the ridge strengths (relative to the rows fitted; the intercept is not shrunk).
+      constrained: also the family with coefficient 0 held at −1 (else the plain ridge fit only).
 
     Returns:
-      ``(held-out squared error [R, 2, d], held-out predictions of r [R, 2, F, L, d], coefficients fitted on every
-      row [R, 2, d, p])``, family 0 around the proposal, family 1 without it (coefficient 0 held at −1).
+      ``(held-out squared error [R, Φ, d], held-out predictions of the target [R, Φ, F, L, d], coefficients fitted on
+      every row [R, Φ, d, p])``, Φ = 2 families with ``constrained`` (0 around the proposal, 1 without it: coefficient
+      0 held at −1), else 1.
     """
     n_folds, p = a_g.shape[0] - 1, a_g.shape[-1]
     gram = jnp.einsum("gldp,gldq->gdpq", a_g, a_g)
@@ -240,12 +247,14 @@ def _candidates(a_g: jax.Array, r_g: jax.Array, valid: jax.Array, icol: int):
     def solve(lam):
         diag = (lam * pen + JITTER)[None, None, :] * rows_fit[:, None, None]  # [F + 1, 1, p]
         chol = jnp.linalg.cholesky(gram_fit + diag[..., None] * jnp.eye(p)[None, None])
+        if not constrained:
+            return jax.scipy.linalg.cho_solve((chol, True), rhs_fit[..., None])[None, ..., 0]  # [1, F + 1, d, p]
         sol = jax.scipy.linalg.cho_solve((chol, True), jnp.stack([rhs_fit, unit], -1))
         u, v = sol[..., 0], sol[..., 1]
         lagrange = (-1.0 - u[..., 0]) / v[..., 0]  # the multiplier that holds coefficient 0 at -1
         return jnp.stack([u, u + lagrange[..., None] * v])  # [2, F + 1, d, p]
 
-    beta = jax.lax.map(solve, jnp.asarray(RIDGES, jnp.float32))  # [R, 2, F + 1, d, p]
+    beta = jax.lax.map(solve, jnp.asarray(ridges, jnp.float32))  # [R, Φ, F + 1, d, p]
     pred = jnp.einsum("gldp,rcgdp->rcgld", a_g[:n_folds], beta[:, :, :n_folds])
     sse = jnp.sum(jnp.square(r_g[:n_folds][None, None] - pred) * valid[None, None, :n_folds, :, None], axis=(2, 3))
     return sse, pred, beta[:, :, n_folds]
@@ -264,32 +273,45 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     """
     n, d = x.shape
     k_max, m = pmask.shape[1], g.shape[-1]
+    n_folds = idx.shape[0] - 1
+    width = k_max + 2 + (m if scales else 0)  # [t, x_pa, 1, φ]
     has_parents = pmask.sum(1) > 0
     xp = jnp.take(x, parents, axis=1) * pmask[None]  # [n, d, K]
-    base = jnp.concatenate([t[..., None], xp, jnp.ones((n, d, 1), x.dtype)], -1)  # [n, d, K + 2]
+    ones = jnp.ones((n, d, 1), x.dtype)
+    base = jnp.concatenate([t[..., None], xp, ones], -1)  # [n, d, K + 2]
     base_g, xp_g = base[idx] * valid[..., None, None], xp[idx]
     r_g = (x - t)[idx] * valid[..., None]
-    results = [_candidates(base_g, r_g, valid, k_max + 1)]
+    pad = lambda beta: jnp.pad(beta, [(0, 0)] * (beta.ndim - 1) + [(0, width - beta.shape[-1])])  # noqa: E731
+    # candidate groups (family, design, sse [C, d], held-out predictions of r [C, F, L, d], coefficients [C, d, width])
+    groups = {0: [], 1: []}
+    sse, pred, beta = _candidates(base_g, r_g, valid, k_max + 1)
+    for family in (0, 1):
+        groups[family].append((0, sse[:, family], pred[:, family], pad(beta[:, family])))
+    # least squares on the parents alone, ridge 0 (the jitter only): the without-proposal family's exact linear
+    # member, what a per-dataset linear model fits; a design of its own, so the proposal's column cannot condition it
+    ols_g = jnp.concatenate([xp, ones], -1)[idx] * valid[..., None, None]  # [F + 1, L, d, K + 1]
+    sse, pred, beta = _candidates(ols_g, x[idx] * valid[..., None], valid, k_max, ridges=(0.0,), constrained=False)
+    beta = jnp.concatenate([-jnp.ones_like(beta[..., :1]), beta], -1)  # [t, x_pa, 1]: t's coefficient −1
+    groups[1].insert(0, (0, sse[:, 0], pred[:, 0] - t[idx][None, :n_folds], pad(beta[:, 0])))
     if scales:
 
         def with_features(ell):
             phi = jnp.sqrt(2.0 / m) * jnp.cos(jnp.einsum("gldk,dkm->gldm", xp_g, g / ell) + b[None, None])
             return _candidates(jnp.concatenate([base_g, phi * valid[..., None, None]], -1), r_g, valid, k_max + 1)
 
-        sse, pred, beta = jax.lax.map(with_features, jnp.asarray(scales, jnp.float32))
-        lin_beta = jnp.pad(results[0][2], [(0, 0)] * 3 + [(0, m)])
-        results = [(results[0][0][None], results[0][1][None], lin_beta[None]), (sse, pred, beta)]
-    else:
-        results = [tuple(a[None] for a in results[0])]
-    # candidates ordered family, then design (linear, then each length-scale), then ridge strength
-    order = lambda a: jnp.moveaxis(jnp.concatenate(a), 2, 0).reshape((-1,) + a[0].shape[3:])  # noqa: E731
-    sse, pred, beta = (order([res[j] for res in results]) for j in range(3))  # [C, d], [C, F, L, d], [C, d, p]
-    n_folds = idx.shape[0] - 1
+        sse, pred, beta = jax.lax.map(with_features, jnp.asarray(scales, jnp.float32))  # [S, R, 2, ...]
+        for family in (0, 1):
+            groups[family].extend((1 + s, sse[s, :, family], pred[s, :, family], beta[s, :, family])
+                                  for s in range(len(scales)))  # fmt: skip
+    # candidates ordered family, then design (least squares, linear, then each length-scale), then ridge strength
+    ordered = [(family, *group) for family in (0, 1) for group in groups[family]]
+    plain_of = np.concatenate([np.full(len(c[2]), c[0] == 1) for c in ordered])  # static, per candidate
+    design_of = np.concatenate([np.full(len(c[2]), c[1]) for c in ordered])
+    sse, pred, beta = (jnp.concatenate([c[j] for c in ordered]) for j in (2, 3, 4))  # [C, d], [C, F, L, d], [C, d, p]
     none = jnp.sum(jnp.square(r_g[:n_folds]) * valid[:n_folds, :, None], axis=(0, 1))  # keeping the proposal
     best = jnp.argmin(sse, axis=0)  # the first of equal errors
     chosen = (jnp.take_along_axis(sse, best[None], 0)[0] < none) & has_parents
-    per_family = (1 + len(scales)) * len(RIDGES)
-    plain, design = best // per_family == 1, (best % per_family) // len(RIDGES)
+    plain, design = jnp.asarray(plain_of)[best], jnp.asarray(design_of)[best]
     feature = chosen & (design > 0)
     w = jnp.where(chosen[:, None], beta[best, jnp.arange(d)], 0.0)  # [d, p]
     ell = jnp.asarray((1.0,) + tuple(scales), jnp.float32)[design]
