@@ -1,6 +1,6 @@
 """The closed-form correction alone, this checkout's against an earlier one's, back to back in one process.
 
-    git show 9193937:cfip_jax/correct.py > /tmp/correct_old.py
+    git show 9193937:cfip_jax/correct.py > /tmp/correct_old.py   # (or cfip_jax/inference/correct.py since then)
     python scripts/correction_speed.py --old /tmp/correct_old.py
 
 Synthetic data (a random DAG with about 4/d edges per node pair, x_i += sin(x_pa), a proposal t = 0.7 x + noise),
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
+import sys
 import time
 
 import jax
@@ -23,13 +25,14 @@ from cfip_jax.inference import correct
 def _old_module(path: str):
     spec = importlib.util.spec_from_file_location("correct_old", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--old", help="an earlier cfip_jax correct.py (its fit(..., out_of_fold=True)) to time beside")
+    p.add_argument("--old", help="an earlier cfip_jax correct.py to time beside (out_of_fold=True where it has it)")
     args = p.parse_args()
     old = _old_module(args.old) if args.old else None
     for d, n in ((20, 400), (100, 1000)):
@@ -42,7 +45,8 @@ def main() -> None:
         held = correct.folds(n, 5, 1)
         runs = [("new", lambda t=t, x=x, adj=adj, held=held: correct.fit(t, x, adj, held))]
         if old is not None:
-            runs.insert(0, ("old", lambda t=t, x=x, adj=adj, held=held: old.fit(t, x, adj, held, out_of_fold=True)))
+            extra = {"out_of_fold": True} if "out_of_fold" in inspect.signature(old.fit).parameters else {}
+            runs.insert(0, ("old", lambda t=t, x=x, adj=adj, held=held, kw=extra: old.fit(t, x, adj, held, **kw)))
         for name, fn in runs:
             fn()
             times = []
