@@ -260,6 +260,24 @@ def _candidates(a_g: jax.Array, r_g: jax.Array, valid: jax.Array, icol: int, rid
     return sse, pred, beta[:, :, n_folds]
 
 
+def _least_squares(t, x, xp, idx, valid):
+    """The without-proposal family's exact linear member: least squares of ``x_i`` on ``[x_pa, 1]``, ridge 0 (the
+    jitter only) — what a per-dataset linear model fits — on a design of its own, so that the proposal's column cannot
+    condition it (held at −1 by the multiplier instead, a nearly collinear ``[t, x_pa]`` would cancel in float32).
+
+    Args: ``t``, ``x`` ``[n, d]``; ``xp [n, d, K]`` the parents (padded slots 0); ``idx``, ``valid`` (:func:`_layout`).
+
+    Returns:
+      ``(held-out squared error [1, d], held-out predictions of x − t [1, F, L, d], coefficients on every row
+      [1, d, K + 2] in the layout [t, x_pa, 1], t's held at −1)``.
+    """
+    design = jnp.concatenate([xp, jnp.ones(xp.shape[:2] + (1,), x.dtype)], -1)[idx] * valid[..., None, None]
+    k_max = xp.shape[-1]
+    sse, pred, beta = _candidates(design, x[idx] * valid[..., None], valid, k_max, ridges=(0.0,), constrained=False)
+    beta = jnp.concatenate([-jnp.ones_like(beta[..., :1]), beta], -1)
+    return sse[:, 0], pred[:, 0] - t[idx][None, : idx.shape[0] - 1], beta[:, 0]
+
+
 @functools.partial(jax.jit, static_argnames=("scales",))
 def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...]):
     """Choose and fit every node's correction (the module docstring) in one compiled call.
@@ -277,8 +295,7 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     width = k_max + 2 + (m if scales else 0)  # [t, x_pa, 1, φ]
     has_parents = pmask.sum(1) > 0
     xp = jnp.take(x, parents, axis=1) * pmask[None]  # [n, d, K]
-    ones = jnp.ones((n, d, 1), x.dtype)
-    base = jnp.concatenate([t[..., None], xp, ones], -1)  # [n, d, K + 2]
+    base = jnp.concatenate([t[..., None], xp, jnp.ones((n, d, 1), x.dtype)], -1)  # [n, d, K + 2]
     base_g, xp_g = base[idx] * valid[..., None, None], xp[idx]
     r_g = (x - t)[idx] * valid[..., None]
     pad = lambda beta: jnp.pad(beta, [(0, 0)] * (beta.ndim - 1) + [(0, width - beta.shape[-1])])  # noqa: E731
@@ -287,12 +304,8 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     sse, pred, beta = _candidates(base_g, r_g, valid, k_max + 1)
     for family in (0, 1):
         groups[family].append((0, sse[:, family], pred[:, family], pad(beta[:, family])))
-    # least squares on the parents alone, ridge 0 (the jitter only): the without-proposal family's exact linear
-    # member, what a per-dataset linear model fits; a design of its own, so the proposal's column cannot condition it
-    ols_g = jnp.concatenate([xp, ones], -1)[idx] * valid[..., None, None]  # [F + 1, L, d, K + 1]
-    sse, pred, beta = _candidates(ols_g, x[idx] * valid[..., None], valid, k_max, ridges=(0.0,), constrained=False)
-    beta = jnp.concatenate([-jnp.ones_like(beta[..., :1]), beta], -1)  # [t, x_pa, 1]: t's coefficient −1
-    groups[1].insert(0, (0, sse[:, 0], pred[:, 0] - t[idx][None, :n_folds], pad(beta[:, 0])))
+    sse, pred, beta = _least_squares(t, x, xp, idx, valid)
+    groups[1].insert(0, (0, sse, pred, pad(beta)))
     if scales:
 
         def with_features(ell):
