@@ -131,7 +131,7 @@ def correct_resamples(x: np.ndarray, rows: np.ndarray, mean: jax.Array, std: jax
         folds = resample_folds(z.shape[1], rows, member)
         c = cfg.correction
         per_member.append(correct_lib.fit_batch(t, z, adj, folds, kind=c.kind, features=c.features, seed=member.seed,
-                                                chunk=chunk))  # fmt: skip
+                                                chunk=chunk, prefer=c.prefer_linear))  # fmt: skip
     corr = jax.tree.map(lambda *a: jnp.stack(a, axis=1), *per_member)
     corrected = jax.lax.map(lambda a: correct_lib.apply_mean(*a), (corr, t, z), batch_size=int(chunk))  # memory
     return corr, z - corrected

@@ -51,3 +51,19 @@ def node_fits(t, x, i, pa, g, b, held_out, scales):
                 out.append(("plain" if fixed else "proposal", ell, lam, err, _ridge(a.T @ a, a.T @ r, lam, n, fixed),
                             pred))  # fmt: skip
     return out
+
+
+def choose(cands, r, held_out, prefer: float) -> int | None:
+    """The index of the candidate :func:`cfip_jax.inference.correct.fit` takes among ``cands`` (:func:`node_fits`) of
+    a node whose residual is ``r [n]``, None to keep the proposal: least squares (the first ``"plain"`` candidate)
+    where its held-out error is within ``prefer`` standard errors (the per-row differences' standard deviation ×
+    √rows) of the lowest one — the proposal kept included —, else the lowest if it beats the proposal."""
+    scored = np.concatenate(held_out)
+    errs, keep = np.array([c[3] for c in cands]), float(np.sum(r[scored] ** 2))
+    best, ols = int(np.argmin(errs)), next(k for k, c in enumerate(cands) if c[0] == "plain")
+    if prefer > 0:
+        rival = r[scored] ** 2 if errs[best] >= keep else (cands[best][5][scored] - r[scored]) ** 2
+        diff = (cands[ols][5][scored] - r[scored]) ** 2 - rival
+        if diff.sum() <= prefer * np.sqrt(diff.size * diff.var(ddof=1)):
+            return ols
+    return best if errs[best] < keep else None

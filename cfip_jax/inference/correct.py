@@ -18,7 +18,10 @@ correlated parents even the smallest ridge strength misses visibly. Which correc
 held-out rows (one held-out split, or k-fold cross-validation: :func:`folds`), per node, among: none (keep ``T_i``),
 least squares, and for each family linear (``[x_pa, 1]``) and, with ``kind="features"``, random features at each
 length-scale of :data:`LENGTHSCALES`, each at every ridge strength of :data:`RIDGES` — the candidate with the lowest
-held-out squared error wins only if it beats the proposal there; the winner is then refitted on every row. A node
+held-out squared error wins only if it beats the proposal there, except that least squares is taken wherever its
+held-out error is within ``prefer`` standard errors of the lowest, keeping the proposal included (the
+one-standard-error rule: where the folds cannot tell the fits apart, the linear one, which extrapolates as a linear
+mechanism does beyond the rows the folds hold); the winner is then refitted on every row. A node
 without parents keeps its mechanism (a constant). The corrected ``T'_i`` still reads the parents of ``i`` only, so
 the graph, the fixed-point solvers, interventions and counterfactuals are unchanged.
 
@@ -138,11 +141,15 @@ class CorrectionConfig:
       features: random features per node of the ``"features"`` correction (``M``).
       folds: how the candidates are chosen: 1 on the held-out rows of the refinement's split, k > 1 by k-fold
         cross-validation over the rows (:func:`folds`).
+      prefer_linear: the one-standard-error rule (:func:`fit`'s ``prefer``): a node takes the least-squares fit on its
+        parents unless the lowest held-out error (keeping the proposal included) is below it by more than this many
+        standard errors; 0: the lowest held-out error wins.
     """
 
     kind: str = "features"
     features: int = 200
     folds: int = 5
+    prefer_linear: float = 1.0
 
     def __post_init__(self):
         if self.kind is None:
@@ -150,6 +157,14 @@ class CorrectionConfig:
         check_kind(self.kind)
         V.check_int(self.features, "refine features", minimum=1)
         V.check_int(self.folds, "refine folds", minimum=1)
+        check_prefer(self.prefer_linear)
+
+
+def check_prefer(prefer: float) -> float:
+    """``prefer`` as a float if it is finite and ≥ 0 (one-line error otherwise)."""
+    if isinstance(prefer, bool) or not isinstance(prefer, (int, float)) or not 0.0 <= prefer < float("inf"):
+        raise ValueError(f"refine prefer_linear must be a finite number of standard errors >= 0, got {prefer!r}")
+    return float(prefer)
 
 
 JITTER = 1e-6  # added to the normal equations' diagonal, relative to the rows fitted (float32 Cholesky)
@@ -278,12 +293,35 @@ def _least_squares(t, x, xp, idx, valid):
     return sse[:, 0], pred[:, 0] - t[idx][None, : idx.shape[0] - 1], beta[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("scales",))
-def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...]):
+def _prefer_least_squares(sse, pred, r_g, valid, best, ols: int, none, prefer: float):
+    """The one-standard-error rule: ``(best [d], taken [d] bool)`` — the least-squares candidate ``ols`` at the nodes
+    where its held-out squared error exceeds the lowest one, the proposal kept (``none [d]``) included, by at most
+    ``prefer`` standard errors of that difference (from the per-row differences: √(rows × their variance)); ``taken``
+    marks them. Least squares extrapolates as a linear mechanism does, beyond the rows the folds hold.
+
+    Args: ``sse [C, d]``; ``pred [C, F, L, d]`` held-out predictions of ``r_g [F + 1, L, d]``; ``valid [F + 1, L]``.
+    """
+    if not prefer:
+        return best, jnp.zeros_like(none, bool)
+    n_folds = pred.shape[1]
+    rows = valid[:n_folds, :, None]
+    row_err = lambda c: jnp.square(r_g[:n_folds] - jnp.take_along_axis(pred, c[None, None, None], 0)[0]) * rows  # noqa: E731
+    keep = jnp.take_along_axis(sse, best[None], 0)[0] >= none  # the proposal itself is the lowest
+    diff = row_err(jnp.full_like(best, ols)) - jnp.where(keep, jnp.square(r_g[:n_folds]) * rows, row_err(best))
+    count = rows.sum()
+    centred = (diff - diff.sum((0, 1))[None, None] / count) * rows
+    se = jnp.sqrt(count * jnp.sum(jnp.square(centred), (0, 1)) / jnp.maximum(count - 1.0, 1.0))
+    taken = diff.sum((0, 1)) <= prefer * se
+    return jnp.where(taken, ols, best), taken
+
+
+@functools.partial(jax.jit, static_argnames=("scales", "prefer"))
+def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...], prefer: float = 0.0):
     """Choose and fit every node's correction (the module docstring) in one compiled call.
 
     Args: ``t``, ``x`` ``[n, d]``; ``parents``, ``pmask`` ``[d, K]``; ``g [d, K, M]``, ``b [d, M]`` the feature draws;
-    ``idx``, ``valid`` ``[F + 1, L]`` (:func:`_layout`); ``scales`` the feature length-scales (empty: linear only).
+    ``idx``, ``valid`` ``[F + 1, L]`` (:func:`_layout`); ``scales`` the feature length-scales (empty: linear only);
+    ``prefer`` the one-standard-error rule's standard errors (:func:`_prefer_least_squares`; 0: the lowest error).
 
     Returns:
       ``(correction, chosen [d] bool, with features [d] bool, without the proposal [d] bool, out-of-fold residual
@@ -322,8 +360,9 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     design_of = np.concatenate([np.full(len(c[2]), c[1]) for c in ordered])
     sse, pred, beta = (jnp.concatenate([c[j] for c in ordered]) for j in (2, 3, 4))  # [C, d], [C, F, L, d], [C, d, p]
     none = jnp.sum(jnp.square(r_g[:n_folds]) * valid[:n_folds, :, None], axis=(0, 1))  # keeping the proposal
-    best = jnp.argmin(sse, axis=0)  # the first of equal errors
-    chosen = (jnp.take_along_axis(sse, best[None], 0)[0] < none) & has_parents
+    best = jnp.argmin(sse, axis=0)  # the first of equal errors; least squares (the first plain one) if near enough
+    best, taken = _prefer_least_squares(sse, pred, r_g, valid, best, int(np.argmax(plain_of)), none, prefer)
+    chosen = ((jnp.take_along_axis(sse, best[None], 0)[0] < none) | taken) & has_parents
     plain, design = jnp.asarray(plain_of)[best], jnp.asarray(design_of)[best]
     feature = chosen & (design > 0)
     w = jnp.where(chosen[:, None], beta[best, jnp.arange(d)], 0.0)  # [d, p]
@@ -348,6 +387,7 @@ def fit(
     kind: str = "features",
     features: int = 200,
     seed: int = 0,
+    prefer: float = 0.0,
 ) -> Fit:
     """Fit the correction of the proposal ``t = T(x)`` on the rows ``x`` (standardised units), on the device.
 
@@ -361,11 +401,15 @@ def fit(
       kind: ``"features"`` (linear and random-feature candidates) or ``"linear"`` (linear ones only).
       features: ``M``, random features per node.
       seed: the random features (:func:`feature_draws`).
+      prefer: the one-standard-error rule: a node takes least squares on its parents unless the lowest held-out error,
+        keeping the proposal included, is below it by more than ``prefer`` standard errors of the per-row
+        differences; 0: the lowest error wins (:attr:`CorrectionConfig.prefer_linear` is the refinement's setting).
 
     Returns:
       The :class:`Fit`. Every check runs on the host before any tracing (one ``ValueError``).
     """
     check_kind(kind)
+    prefer = check_prefer(prefer)
     t, x = np.asarray(t, np.float32), np.asarray(x, np.float32)
     n, d = x.shape if x.ndim == 2 else (0, 0)
     if t.shape != x.shape or np.shape(adj) != (d, d):
@@ -386,7 +430,7 @@ def fit(
     scales = LENGTHSCALES if kind == "features" else ()
     corr, chosen, feature, plain, r_oof = _fit_device(jnp.asarray(t), jnp.asarray(x), jnp.asarray(parents),
                                                       jnp.asarray(pmask), g, b, jnp.asarray(idx), jnp.asarray(valid),
-                                                      scales=scales)  # fmt: skip
+                                                      scales=scales, prefer=prefer)  # fmt: skip
     chosen, feature, r_oof = np.asarray(chosen), np.asarray(feature), np.asarray(r_oof, np.float64)
     oof = np.full((n, d), np.nan)
     oof[scored] = t[scored]
@@ -399,7 +443,7 @@ def fit(
 
 
 def fit_batch(t: jax.Array, x: jax.Array, adj: np.ndarray, held_out: list[list[np.ndarray]], *, kind: str = "features",
-              features: int = 200, seed: int = 0, chunk: int = 10) -> Correction:  # fmt: skip
+              features: int = 200, seed: int = 0, chunk: int = 10, prefer: float = 0.0) -> Correction:  # fmt: skip
     """:func:`fit` for ``B`` datasets on one graph in one compiled call (``chunk`` at a time): the correction of each
     ``t[b] = T_b(x[b])``, chosen on its own folds ``held_out[b]``, the random features shared (``seed``).
 
@@ -411,6 +455,7 @@ def fit_batch(t: jax.Array, x: jax.Array, adj: np.ndarray, held_out: list[list[n
       coefficients for each ``b``, within float32 rounding).
     """
     check_kind(kind)
+    prefer = check_prefer(prefer)
     t, x = jnp.asarray(t, jnp.float32), jnp.asarray(x, jnp.float32)
     if t.ndim != 3 or t.shape != x.shape or np.shape(adj) != (x.shape[2],) * 2 or len(held_out) != x.shape[0]:
         raise ValueError(f"correction: t {t.shape}, x {x.shape}, adj {np.shape(adj)} and {len(held_out)} fold "
@@ -425,11 +470,12 @@ def fit_batch(t: jax.Array, x: jax.Array, adj: np.ndarray, held_out: list[list[n
     idx, valid = (np.stack(a) for a in zip(*(_layout(n, f, length) for f in held_out), strict=True))
     scales = LENGTHSCALES if kind == "features" else ()
     return _fit_batch_device(t, x, jnp.asarray(parents), jnp.asarray(pmask), g, b, jnp.asarray(idx), jnp.asarray(valid),
-                             scales=scales, chunk=int(chunk))  # fmt: skip
+                             scales=scales, chunk=int(chunk), prefer=prefer)  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("scales", "chunk"))
-def _fit_batch_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...], chunk: int) -> Correction:
+@functools.partial(jax.jit, static_argnames=("scales", "chunk", "prefer"))
+def _fit_batch_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...], chunk: int,
+                      prefer: float) -> Correction:  # fmt: skip
     """:func:`_fit_device`'s correction for each of the datasets ``t``, ``x``, ``idx``, ``valid`` (leading axis B)."""
-    one = lambda args: _fit_device(args[0], args[1], parents, pmask, g, b, args[2], args[3], scales=scales)[0]  # noqa: E731
+    one = lambda a: _fit_device(a[0], a[1], parents, pmask, g, b, a[2], a[3], scales=scales, prefer=prefer)[0]  # noqa: E731
     return jax.lax.map(one, (t, x, idx, valid), batch_size=chunk)

@@ -454,7 +454,8 @@ def _corrected_member(model, cond: Conditioning, z: jax.Array, adj: jax.Array, s
         return Refined(model, cond, int(taken), float(before), float(after), loss_on, finite=False)
     graph = np.asarray(adj)[0]
     _, held_rows = split_rows
-    kw = dict(kind=cfg.correction.kind, features=cfg.correction.features, seed=cfg.seed)
+    c = cfg.correction
+    kw = dict(kind=c.kind, features=c.features, seed=cfg.seed, prefer=c.prefer_linear)
     corr, counts, _, oof = correct_lib.fit(t, x, graph, correction_folds(z.shape[0], cfg), **kw)
     if loss_on == "held-out rows":  # the objective on the held-out rows, each corrected out of fold
         if steps == "closed-form":
