@@ -401,9 +401,7 @@ def fit(
       kind: ``"features"`` (linear and random-feature candidates) or ``"linear"`` (linear ones only).
       features: ``M``, random features per node.
       seed: the random features (:func:`feature_draws`).
-      prefer: the one-standard-error rule: a node takes least squares on its parents unless the lowest held-out error,
-        keeping the proposal included, is below it by more than ``prefer`` standard errors of the per-row
-        differences; 0: the lowest error wins (:attr:`CorrectionConfig.prefer_linear` is the refinement's setting).
+      prefer: the one-standard-error rule's standard errors (the module docstring; 0: the lowest error wins).
 
     Returns:
       The :class:`Fit`. Every check runs on the host before any tracing (one ``ValueError``).
