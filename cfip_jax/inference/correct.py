@@ -293,6 +293,15 @@ def _least_squares(t, x, xp, idx, valid):
     return sse[:, 0], pred[:, 0] - t[idx][None, : idx.shape[0] - 1], beta[:, 0]
 
 
+def _after(done, x):
+    """``x`` unchanged, with a data dependency on ``done`` (its sum, made a zero XLA does not fold away):
+    the correction's groups of batched Cholesky factorisations run one after the other, since independent ones
+    running at once can deadlock XLA's CPU runtime (jax 0.10.2: an evaluation at d = 50 hung; an optimization
+    barrier does not order them, XLA removes it before scheduling)."""
+    zero = jnp.minimum(jnp.abs(jnp.nan_to_num(jnp.sum(done))), 0.0)
+    return x + zero.astype(x.dtype)
+
+
 def _prefer_least_squares(sse, pred, r_g, valid, best, ols: int, none, prefer: float):
     """The one-standard-error rule: ``(best [d], taken [d] bool)`` — the least-squares candidate ``ols`` at the nodes
     where its held-out squared error exceeds the lowest one, the proposal kept (``none [d]``) included, by at most
@@ -323,9 +332,8 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     ``idx``, ``valid`` ``[F + 1, L]`` (:func:`_layout`); ``scales`` the feature length-scales (empty: linear only);
     ``prefer`` the one-standard-error rule's standard errors (:func:`_prefer_least_squares`; 0: the lowest error).
 
-    Returns:
-      ``(correction, chosen [d] bool, with features [d] bool, without the proposal [d] bool, out-of-fold residual
-      predictions [F, L, d])``.
+    Returns: ``(correction, chosen [d] bool, with features [d] bool, without the proposal [d] bool, out-of-fold
+    residual predictions [F, L, d])``.
     """
     n, d = x.shape
     k_max, m = pmask.shape[1], g.shape[-1]
@@ -342,8 +350,9 @@ def _fit_device(t, x, parents, pmask, g, b, idx, valid, scales: tuple[float, ...
     sse, pred, beta = _candidates(base_g, r_g, valid, k_max + 1)
     for family in (0, 1):
         groups[family].append((0, sse[:, family], pred[:, family], pad(beta[:, family])))
-    sse, pred, beta = _least_squares(t, x, xp, idx, valid)
+    sse, pred, beta = _least_squares(t, x, _after(beta, xp), idx, valid)
     groups[1].insert(0, (0, sse, pred, pad(beta)))
+    base_g = _after(beta, base_g)  # the features' factorisations after least squares'
     if scales:
 
         def with_features(ell):
