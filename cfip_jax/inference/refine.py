@@ -66,9 +66,9 @@ class RefineConfig:
     Attributes:
       target: what is refined: ``"embedding"``, ``"adaln"`` or ``"decoder"`` (:data:`TARGETS`).
       correction: after the gradient steps, the closed-form per-node correction (:mod:`cfip_jax.inference.correct`)
-        and its settings (:class:`~cfip_jax.inference.correct.CorrectionConfig`: candidates, features, folds), or
-        None (no correction). A kind alone is short for its config: ``correction="linear"`` is
-        ``CorrectionConfig(kind="linear")``.
+        and its settings (:class:`~cfip_jax.inference.correct.CorrectionConfig`: candidates, features, folds, the
+        least-squares rule), or None (no correction). A kind alone is short for its config: ``correction="linear"``
+        is ``CorrectionConfig(kind="linear")``.
       lr: Adam's learning rate.
       batch: rows per step (None: all). 32 rather than 64: with two members slightly more accurate at every d and
         a fifth faster (with one member it tied 64 at d ≤ 20 and lost 1 % at d = 50; ``docs/refinement.md``).
