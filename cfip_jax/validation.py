@@ -52,6 +52,15 @@ def check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_nonnegative(value: Any, name: str) -> float:
+    """A finite number >= 0 (not a bool), as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_range(value: Sequence[float], name: str, *, positive: bool = False) -> tuple[float, float]:
     """Return ``(low, high)`` if it is a finite interval with ``low <= high`` (and ``low > 0`` when ``positive``)."""
     try:

@@ -157,14 +157,7 @@ class CorrectionConfig:
         check_kind(self.kind)
         V.check_int(self.features, "refine features", minimum=1)
         V.check_int(self.folds, "refine folds", minimum=1)
-        check_prefer(self.prefer_linear)
-
-
-def check_prefer(prefer: float) -> float:
-    """``prefer`` as a float if it is finite and ≥ 0 (one-line error otherwise)."""
-    if isinstance(prefer, bool) or not isinstance(prefer, (int, float)) or not 0.0 <= prefer < float("inf"):
-        raise ValueError(f"refine prefer_linear must be a finite number of standard errors >= 0, got {prefer!r}")
-    return float(prefer)
+        V.check_nonnegative(self.prefer_linear, "refine prefer_linear")
 
 
 JITTER = 1e-6  # added to the normal equations' diagonal, relative to the rows fitted (float32 Cholesky)
@@ -416,7 +409,7 @@ def fit(
       The :class:`Fit`. Every check runs on the host before any tracing (one ``ValueError``).
     """
     check_kind(kind)
-    prefer = check_prefer(prefer)
+    prefer = V.check_nonnegative(prefer, "correction prefer_linear")
     t, x = np.asarray(t, np.float32), np.asarray(x, np.float32)
     n, d = x.shape if x.ndim == 2 else (0, 0)
     if t.shape != x.shape or np.shape(adj) != (d, d):
@@ -462,7 +455,7 @@ def fit_batch(t: jax.Array, x: jax.Array, adj: np.ndarray, held_out: list[list[n
       coefficients for each ``b``, within float32 rounding).
     """
     check_kind(kind)
-    prefer = check_prefer(prefer)
+    prefer = V.check_nonnegative(prefer, "correction prefer_linear")
     t, x = jnp.asarray(t, jnp.float32), jnp.asarray(x, jnp.float32)
     if t.ndim != 3 or t.shape != x.shape or np.shape(adj) != (x.shape[2],) * 2 or len(held_out) != x.shape[0]:
         raise ValueError(f"correction: t {t.shape}, x {x.shape}, adj {np.shape(adj)} and {len(held_out)} fold "

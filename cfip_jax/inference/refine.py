@@ -104,8 +104,7 @@ class RefineConfig:
         V.check_positive(self.lr, "refine lr")
         if self.batch is not None:
             V.check_int(self.batch, "refine batch", minimum=1)
-        if not (isinstance(self.pull, (int, float)) and np.isfinite(self.pull) and self.pull >= 0):
-            raise ValueError(f"refine pull must be a finite number >= 0, got {self.pull!r}")
+        V.check_nonnegative(self.pull, "refine pull")
         V.check_int(self.max_steps, "refine max_steps", minimum=1)
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"refine holdout must be a fraction in (0, 1), got {self.holdout!r}")
