@@ -6,8 +6,13 @@ fits a power law ``rmse = a · datasets^(−b)`` to the first run's points after
 of each later run (after its learning-rate decay), and prints where the law reaches ``--targets``. Writes the plot
 (log-log) and the points as JSON.
 
+A workdir does not outlive the machine it trained on, so ``--previous JSON`` (this script's own output) stands in for
+the runs it already holds; ``--run`` workdirs then continue after them:
+
     python scripts/lineage_curve.py --run workdir/cont1 --png docs/training_study/lineage.png \\
         --json docs/training_study/lineage.json
+    python scripts/lineage_curve.py --previous docs/training_study/lineage.json --run workdir/cont8 \\
+        --png docs/training_study/lineage.png --json docs/training_study/lineage.json
 """
 
 from __future__ import annotations
@@ -32,17 +37,31 @@ def run_points(workdir: str, offset: int, per_step: int) -> list[tuple[int, floa
     return points
 
 
+def previous_runs(path: str) -> list[list[tuple[int, float]]]:
+    """The runs of an earlier output, checked: each a non-empty list of (datasets, rmse), datasets increasing."""
+    with open(path) as f:
+        runs = [[(int(n), float(v)) for n, v in run] for run in json.load(f)["runs"]]
+    flat = [n for run in runs for n, _ in run]
+    if not runs or not all(runs) or any(np.diff(flat) <= 0):
+        raise SystemExit(f"{path}: runs must be non-empty lists of (datasets, rmse) with datasets increasing")
+    return runs
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", action="append", default=[], help="a continued run's workdir (repeatable, in order)")
+    p.add_argument("--previous", help="an earlier output of this script: its runs come first")
     p.add_argument("--per-step", type=int, default=4, help="datasets per step of the continued runs")
     p.add_argument("--targets", default="0.20,0.158", help="RMSE levels to locate on the fitted law")
     p.add_argument("--png")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    with open(HISTORY) as f:
-        history = json.load(f)
-    runs = [[(s * history["datasets_per_step"], v) for s, v in history["points"]]]
+    if args.previous:
+        runs = previous_runs(args.previous)
+    else:
+        with open(HISTORY) as f:
+            history = json.load(f)
+        runs = [[(s * history["datasets_per_step"], v) for s, v in history["points"]]]
     for workdir in args.run:
         runs.append(run_points(workdir, runs[-1][-1][0], args.per_step))
     ends = [r[-1] for r in runs]
