@@ -39,8 +39,11 @@ def run_points(workdir: str, offset: int, per_step: int) -> list[tuple[int, floa
 
 def previous_runs(path: str) -> list[list[tuple[int, float]]]:
     """The runs of an earlier output, checked: each a non-empty list of (datasets, rmse), datasets increasing."""
-    with open(path) as f:
-        runs = [[(int(n), float(v)) for n, v in run] for run in json.load(f)["runs"]]
+    try:
+        with open(path) as f:
+            runs = [[(int(n), float(v)) for n, v in run] for run in json.load(f)["runs"]]
+    except (KeyError, TypeError, ValueError):
+        runs = []
     flat = [n for run in runs for n, _ in run]
     if not runs or not all(runs) or any(np.diff(flat) <= 0):
         raise SystemExit(f"{path}: runs must be non-empty lists of (datasets, rmse) with datasets increasing")

@@ -33,7 +33,7 @@ def test_a_new_run_continues_after_the_previous_output_and_the_law_is_exact_on_p
     assert json.loads((tmp_path / "o").read_text())["runs"][:2] == [first, second]
 
 
-@pytest.mark.parametrize("runs", [[], [[]], [[[1000, 0.3], [900, 0.2]]]])
-def test_a_previous_output_that_is_empty_or_goes_backwards_is_refused(tmp_path, runs):
+@pytest.mark.parametrize("runs", [[], [[]], [[[1000, 0.3], [900, 0.2]]], [[[1000]]], [["a"]]])
+def test_a_previous_output_that_is_empty_malformed_or_goes_backwards_is_refused(tmp_path, runs):
     with pytest.raises(SystemExit, match="datasets increasing"):
         MAIN(["--previous", _previous(tmp_path, runs)])
