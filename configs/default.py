@@ -62,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Continued training: start each stage without a checkpoint of its own from this export or workdir's weights
     # (cfip_jax.train.init_from); its lineage is carried into this run's export. The seed must be a new one.
     c.init_from = ml_collections.config_dict.placeholder(str)
+    # With a workdir as init_from: also carry its latest checkpoint's Adam moments (count, mu, nu) into each stage
+    # started from it; the learning-rate schedule (its warm-up included) starts afresh either way.
+    c.init_moments = False
 
     c.data = ml_collections.ConfigDict(
         dict(

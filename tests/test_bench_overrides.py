@@ -30,3 +30,11 @@ def test_overrides_reach_nested_fields_and_leave_the_rest():
 def test_a_key_the_config_lacks_or_a_wrong_type_is_refused(key, value, message):
     with pytest.raises(SystemExit, match=message):
         apply_overrides(cpu.get_config(), [(key, value)])
+
+
+def test_the_cpu_config_steps_mode_is_the_same_run_without_a_time_budget():
+    budget, steps = cpu.get_config().to_dict(), cpu.get_config("steps").to_dict()
+    assert budget.pop("max_seconds") == 7200.0 and steps.pop("max_seconds") is None
+    assert budget == steps
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cpu.get_config("step")

@@ -3,16 +3,19 @@ cfip_jax.train.export)."""
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
+import optax
 import pytest
 from helpers import assert_trees_equal, tiny_config
 
 from cfip_jax import model_io
+from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import export as export_lib
 from cfip_jax.train import init_from, lineage, loop
-from cfip_jax.train.parallel import make_mesh, to_host
+from cfip_jax.train.parallel import make_mesh, replicated, to_host
 
 STEPS = {"encoder.steps": 2, "decoder.steps": 2, "checkpoint_every": 2}
 
@@ -129,3 +132,33 @@ def test_legacy_export_gives_one_record():
     assert run["stages"]["decoder"]["steps"] == info["decoder_steps"]
     assert run["stages"]["decoder"]["val"]["val_rmse"] == info["final_validation"]["decoder_val_rmse"]
     assert lineage.totals([run])["decoder"]["cpu_s"] is None  # wall time only, then
+
+
+def test_init_moments_carries_the_source_adam_state_and_starts_the_schedule_afresh(source, tmp_path):
+    workdir, _ = source
+    config = tiny_config(**STEPS, init_from=workdir, seed=1, init_moments=True)
+    state = loop.state_from_source(config, str(tmp_path / "next"), "decoder", make_mesh())
+    abstract = loop.abstract_state(config, "decoder", replicated(make_mesh()))
+    with ckpt_lib.StageCheckpointer(workdir, "decoder", keep=1000, async_save=False) as ck:
+        _, saved, _ = ck.restore_latest(abstract)
+    fresh = loop.stage_parts(config, "decoder")[2].init(state.params)
+    (k,) = [j for j, s in enumerate(state.opt_state) if isinstance(s, optax.ScaleByAdamState)]
+    assert int(to_host(saved.opt_state[k].count)) == 2  # the source's two steps
+    assert_trees_equal(to_host(state.opt_state[k]), to_host(saved.opt_state[k]))
+    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(to_host(state.opt_state[k].nu)))
+    for j in range(len(fresh)):  # every other part (the schedule's count) is a fresh optimiser's
+        if j != k:
+            assert_trees_equal(to_host(state.opt_state[j]), to_host(fresh[j]))
+    assert_trees_equal(state.params, init_from.load_source(workdir).model.decoder_params)
+
+
+def test_init_moments_is_refused_without_a_checkpoint_to_carry(source, tmp_path):
+    workdir, export = source
+    with pytest.raises(ValueError, match="needs a workdir as init_from") as err:
+        loop.run(tiny_config(**STEPS, init_from=export, seed=1, init_moments=True), str(tmp_path / "a"))
+    assert "\n" not in str(err.value)
+    decoder_only = str(tmp_path / "decoder_only")  # a stage-2 continuation's workdir: no encoder checkpoint
+    shutil.copytree(workdir, decoder_only, ignore=shutil.ignore_patterns("encoder", "export"))
+    with pytest.raises(ValueError, match="has no encoder checkpoint to carry"):
+        loop.run(tiny_config(**STEPS, init_from=decoder_only, seed=1, init_moments=True), str(tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -39,6 +39,7 @@ MAY_DIFFER = (
     "eval_every",
     "eval",
     "data.pack",  # a layout of the same datasets: the same losses and updates
+    "init_moments",  # read only when a stage starts; a resume restores the checkpoint's own optimiser state
     # The time budget: once a stage's decay is fixed, its checkpointed BudgetState governs.
     "max_seconds",
     "encoder_share",
@@ -118,6 +119,15 @@ def check_writable(directory: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"workdir {directory!r} is not writable: {e.strerror or e}") from None
+
+
+def has_checkpoints(workdir: str, stage: str) -> bool:
+    """Whether ``{workdir}/{stage}/checkpoints`` holds a checkpoint (creates nothing)."""
+    directory = os.path.join(workdir, stage, "checkpoints")
+    if not os.path.isdir(directory):
+        return False
+    with StageCheckpointer(workdir, stage, keep=1000, async_save=False) as ck:
+        return bool(ck.steps())
 
 
 class StageCheckpointer:

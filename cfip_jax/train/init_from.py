@@ -8,7 +8,10 @@ shipped model) or a ``train.py`` workdir — instead of a random initialisation:
   encoder frozen inside stage 2 is this workdir's own stage-1 EMA encoder (or, when this run trains only stage 2 and
   has no stage-1 checkpoint, the source's encoder);
 - the optimiser starts fresh and warms up again over ``optim.warmup_steps``: an export holds no optimiser state, and
-  the source's Adam moments were measured for its own data stream and learning-rate schedule;
+  the source's Adam moments were measured for its own data stream and learning-rate schedule. With
+  ``--config.init_moments`` and a workdir source, the Adam state (count, first and second moments) of the source's
+  latest checkpoint of the stage is carried instead (:func:`carry_moments`); the schedule and its warm-up still start
+  afresh. Adam forgets within about ``1 / (1 − b2)`` steps (20 at ``b2 = 0.95``); the fresh optimiser is the default;
 - the run's ``seed`` must differ from every seed of the source's lineage, so that the continuation draws new SCMs
   (the data stream is ``fold_in(key(seed), step)``; the same seed would replay the source's first datasets).
 
@@ -27,6 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import traverse_util
 
 from cfip_jax import model_io
@@ -67,8 +71,7 @@ def _load(path: str) -> Source:
     from cfip_jax.train import export as export_lib
     from cfip_jax.train import lineage as lineage_lib
 
-    is_export = os.path.isfile(os.path.join(path, model_io.EXPORT_CONFIG))
-    model = model_io.load_export(path) if is_export else export_lib.load_workdir(path)
+    model = export_lib.load_workdir(path) if is_workdir(path) else model_io.load_export(path)
     runs = lineage_lib.read(path) or lineage_lib.of_info(model.info)  # a workdir's own record first
     return Source(path, model, params_sha256(model), runs)
 
@@ -92,6 +95,11 @@ def _first_difference(source: dict, config: dict, prefix: str) -> str | None:
     return None
 
 
+def is_workdir(path: str) -> bool:
+    """Whether ``path`` is a ``train.py`` workdir (not an export)."""
+    return not os.path.isfile(os.path.join(path, model_io.EXPORT_CONFIG))
+
+
 def check(config) -> Source | None:
     """Validate ``config.init_from`` (None: nothing to do): the source loads, its architecture is the config's and its
     lineage did not use this run's seed. Returns the source. Raises a one-line ``ValueError``."""
@@ -104,6 +112,8 @@ def check(config) -> Source | None:
         diff = _first_difference(dict(module.config.to_dict()), dict(config[net]["model"]), f"{net}.model")
         if diff is not None:
             raise ValueError(f"init_from {path}: its architecture differs: {diff}")
+    if config.get("init_moments") and not is_workdir(path):
+        raise ValueError(f"init_moments needs a workdir as init_from (an export holds no optimiser state): {path}")
     used = sorted({int(r["seed"]) for r in source.lineage if r.get("seed") is not None})
     if int(config.seed) in used:
         raise ValueError(
@@ -138,3 +148,36 @@ def stage_variables(source: Source, abstract: Any, name: str) -> Any:
     if have:
         raise ValueError(f"init_from {source.path}: the {name} has a parameter the config lacks: {sorted(have)[0]!r}")
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _adam_index(opt_state: Any) -> int:
+    found = [k for k, s in enumerate(opt_state) if isinstance(s, optax.ScaleByAdamState)]
+    if len(found) != 1:
+        raise ValueError(f"the optimiser state holds {len(found)} Adam states; init_moments needs exactly one")
+    return found[0]
+
+
+def carry_moments(source: Source, name: str, abstract: Any, opt_state: Any) -> Any:
+    """``opt_state`` (a fresh optimiser state of stage ``name``) with its Adam state replaced by the one in the
+    latest checkpoint of stage ``name`` in the workdir ``source``; every other part (the schedule's count) kept.
+
+    Args:
+      source: a workdir source (:func:`load_source`).
+      name: ``"encoder"`` or ``"decoder"``.
+      abstract: the stage's abstract train state with shardings (the restore target).
+      opt_state: the fresh optimiser state (an ``optax.chain`` state).
+
+    Raises:
+      ValueError: the source is an export or has no readable checkpoint of the stage.
+    """
+    from cfip_jax.train import checkpoint as ckpt_lib
+
+    if not is_workdir(source.path):
+        raise ValueError(f"init_moments needs a workdir as init_from (an export holds no optimiser state): "
+                         f"{source.path}")  # fmt: skip
+    with ckpt_lib.StageCheckpointer(source.path, name, keep=1000, async_save=False) as ck:
+        restored = ck.restore_latest(abstract)
+    if restored is None:
+        raise ValueError(f"init_moments: {source.path} has no readable {name} checkpoint")
+    k = _adam_index(opt_state)
+    return tuple(restored[1].opt_state[k] if j == k else s for j, s in enumerate(opt_state))

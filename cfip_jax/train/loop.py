@@ -183,7 +183,12 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
             _say("decoder: no stage-1 checkpoint here; the source's encoder is frozen inside stage 2")
     tx = stage_parts(config, name)[2]
     state = jax.jit(lambda p, f: TrainState.create(p, tx, f), out_shardings=replicated(mesh))(params, frozen)
-    _say(f"{name}: starting from the weights of {source.path} (sha256 {source.sha256[:12]}…), fresh optimiser")
+    how = "fresh optimiser"
+    if config.get("init_moments"):
+        abstract = abstract_state(config, name, replicated(mesh))
+        state = state.replace(opt_state=init_lib.carry_moments(source, name, abstract, state.opt_state))
+        how = "its Adam moments, a fresh schedule"
+    _say(f"{name}: starting from the weights of {source.path} (sha256 {source.sha256[:12]}…), {how}")
     return state
 
 
@@ -463,6 +468,10 @@ def run(
         V.check_choice(s, STAGES, "stage")
     check_config(config)
     source = init_lib.check(config)
+    if source is not None and config.get("init_moments"):
+        for s in stages:
+            if not (ckpt_lib.has_checkpoints(source.path, s) or ckpt_lib.has_checkpoints(workdir, s)):
+                raise ValueError(f"init_moments: {source.path} has no {s} checkpoint to carry Adam's moments from")
     ckpt_lib.check_writable(workdir)
     main = jax.process_index() == 0
     if main:
