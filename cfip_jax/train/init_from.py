@@ -102,6 +102,11 @@ def is_workdir(path: str) -> bool:
     return not os.path.isfile(os.path.join(path, model_io.EXPORT_CONFIG))
 
 
+def _check_workdir_for_moments(path: str) -> None:
+    if not is_workdir(path):
+        raise ValueError(f"init_moments needs a workdir as init_from (an export holds no optimiser state): {path}")
+
+
 def check(config) -> Source | None:
     """Validate ``config.init_from`` (None: nothing to do): the source loads, its architecture is the config's and its
     lineage did not use this run's seed. Returns the source. Raises a one-line ``ValueError``."""
@@ -114,8 +119,8 @@ def check(config) -> Source | None:
         diff = _first_difference(dict(module.config.to_dict()), dict(config[net]["model"]), f"{net}.model")
         if diff is not None:
             raise ValueError(f"init_from {path}: its architecture differs: {diff}")
-    if config.get("init_moments") and not is_workdir(path):
-        raise ValueError(f"init_moments needs a workdir as init_from (an export holds no optimiser state): {path}")
+    if config.get("init_moments"):
+        _check_workdir_for_moments(path)
     used = sorted({int(r["seed"]) for r in source.lineage if r.get("seed") is not None})
     if int(config.seed) in used:
         raise ValueError(
@@ -174,9 +179,7 @@ def carry_moments(source: Source, name: str, abstract: Any, opt_state: Any) -> A
     """
     from cfip_jax.train import checkpoint as ckpt_lib
 
-    if not is_workdir(source.path):
-        raise ValueError(f"init_moments needs a workdir as init_from (an export holds no optimiser state): "
-                         f"{source.path}")  # fmt: skip
+    _check_workdir_for_moments(source.path)
     with ckpt_lib.StageCheckpointer(source.path, name, keep=1000, async_save=False) as ck:
         restored = ck.restore_latest(abstract)
     if restored is None:
