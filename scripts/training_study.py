@@ -10,6 +10,7 @@ other work still get equal compute) and validated as it goes on the fixed 96-dat
     python scripts/training_study.py run --out study [--seconds 3000] [--only base,wide]
     python scripts/training_study.py score --out study     # fixed-set scores with standard errors (NAME/fixed.json)
     python scripts/training_study.py report --out study --doc docs/training_study.md
+    python scripts/training_study.py run --base cpu --out heads --seconds 1200   # variants of today's configs/cpu.py
 
 ``run`` skips recipes whose workdir already holds a finished decoder stage (a rerun resumes the others); ``report``
 reads each workdir's ``metrics.jsonl`` and writes the curves (validation RMSE against CPU minutes, per stage and
@@ -50,6 +51,13 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         "--config.encoder.optim.lr=0.002", "--config.decoder.optim.lr=0.004"]),
     "share50": ("half of the budget to stage 1", ["--config.encoder_share=0.5"]),
 }  # fmt: skip
+# Variants of today's configs/cpu.py (``--base cpu``: no BASE overrides), for the step's layout (fewer, wider heads
+# at the same width D = 96: the attention's products contract over 48 instead of 16).
+CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
+    "cpu": ("configs/cpu.py as shipped (D 96, 6 heads × 16, n200, lr 1e-3 / 4e-3, 30 % stage 1)", []),
+    "heads2x48": ("configs/cpu.py with 2 heads × 48 in both networks (same width)", [
+        f"--config.{s}.model.{k}={v}" for s in ("encoder", "decoder") for k, v in (("num_heads", 2), ("key_dim", 48))]),
+}  # fmt: skip
 COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=100",
           "--config.checkpoint_every=500", "--config.log_every=50"]  # fmt: skip
 
@@ -82,8 +90,14 @@ def _budget_done(workdir: str) -> bool:
     return False
 
 
+def _recipes(args) -> tuple[dict[str, tuple[str, list[str]]], list[str]]:
+    """The recipe table and the overrides under every recipe, for ``--base``."""
+    return (CPU_RECIPES, []) if args.base == "cpu" else (RECIPES, BASE)
+
+
 def run(args) -> None:
-    names = args.only.split(",") if args.only else list(RECIPES)
+    recipes, base = _recipes(args)
+    names = args.only.split(",") if args.only else list(recipes)
     queue = [n for n in names if not _finished(os.path.join(args.out, n))]
     running: dict[int, tuple[str, subprocess.Popen]] = {}
     os.makedirs(args.out, exist_ok=True)
@@ -93,8 +107,8 @@ def run(args) -> None:
                 name = queue.pop(0)
                 workdir = os.path.join(args.out, name)
                 cmd = ["taskset", "-c", str(core), sys.executable, "train.py", "--config=configs/cpu.py",
-                       f"--workdir={workdir}", f"--config.max_seconds={args.seconds}", *COMMON, *BASE,
-                       *RECIPES[name][1]]  # fmt: skip
+                       f"--workdir={workdir}", f"--config.max_seconds={args.seconds}", *COMMON, *base,
+                       *recipes[name][1]]  # fmt: skip
                 log = open(os.path.join(args.out, f"{name}.log"), "a")
                 print(f"{time.strftime('%H:%M:%S')} start {name} on core {core}", flush=True)
                 running[core] = (name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
@@ -115,14 +129,14 @@ def _last(rows: list[dict], key: str):
     return rows[-1].get(key) if rows else None
 
 
-def _batch(name: str) -> int:
-    flags = dict(f.split("=", 1) for f in RECIPES[name][1])
+def _batch(name: str, recipes: dict) -> int:
+    flags = dict(f.split("=", 1) for f in recipes[name][1])
     return int(flags.get("--config.data.batch_size", 4))
 
 
 def score(args) -> None:
     """Score every finished recipe on the fixed validation set (means with standard errors) into ``NAME/fixed.json``."""
-    for name in RECIPES:
+    for name in _recipes(args)[0]:
         workdir = os.path.join(args.out, name)
         target = os.path.join(workdir, "fixed.json")
         if _finished(workdir) and not os.path.exists(target):
@@ -132,13 +146,15 @@ def score(args) -> None:
 
 
 def report(args) -> None:
-    """Curves (``DOC_DIR/training_study/curves.png``) and the table (``…/table.md``) of every recipe with a run."""
+    """Curves (``DOC_DIR/training_study/curves.png``) and the table (``…/table.md``; ``curves_cpu.png`` and
+    ``table_cpu.md`` with ``--base cpu``) of every recipe with a run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in RECIPES if os.path.exists(os.path.join(args.out, n, "metrics.jsonl"))]
+    recipes = _recipes(args)[0]
+    names = [n for n in recipes if os.path.exists(os.path.join(args.out, n, "metrics.jsonl"))]
     folder = os.path.join(os.path.dirname(os.path.abspath(args.doc)), "training_study")
     os.makedirs(folder, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -164,9 +180,9 @@ def report(args) -> None:
             value = _last(rows, key)
             return "–" if value is None else f"{value:.3f}"
 
-        batch = _batch(name)
+        batch = _batch(name, recipes)
         steps = [(_last(enc, "step") or 0), (_last(dec, "step") or 0)]
-        lines.append(f"| {name} | {RECIPES[name][0]} | {steps[0]:,} ({steps[0] * batch:,}) | "
+        lines.append(f"| {name} | {recipes[name][0]} | {steps[0]:,} ({steps[0] * batch:,}) | "
                      f"{cell('encoder', 'all', enc, 'val_rmse')} | {steps[1]:,} ({steps[1] * batch:,}) | "
                      f"{cell('decoder', 'linear', dec, 'val_rmse_linear')} | "
                      f"{cell('decoder', 'rff', dec, 'val_rmse_rff')} | "
@@ -179,8 +195,9 @@ def report(args) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(folder, "curves.png"), dpi=110)
-    with open(os.path.join(folder, "table.md"), "w") as f:
+    suffix = "" if args.base == "study" else f"_{args.base}"  # the study's own figure and table stay as they are
+    fig.savefig(os.path.join(folder, f"curves{suffix}.png"), dpi=110)
+    with open(os.path.join(folder, f"table{suffix}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -192,6 +209,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3000.0, help="CPU seconds per recipe (both stages)")
     p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each")
     p.add_argument("--only", help="comma-separated recipe names")
+    p.add_argument(
+        "--base",
+        choices=("study", "cpu"),
+        default="study",
+        help="study: the recipes over the study's base (BASE); cpu: variants of today's configs/cpu.py",
+    )
     p.add_argument("--doc", default="docs/training_study.md")
     args = p.parse_args()
     {"run": run, "score": score, "report": report}[args.command](args)
