@@ -37,6 +37,7 @@ from flax import traverse_util
 
 from cfip_jax import model_io
 from cfip_jax.model import TrainedModel
+from cfip_jax.train import checkpoint as ckpt_lib
 
 
 class Source(NamedTuple):
@@ -177,8 +178,6 @@ def carry_moments(source: Source, name: str, abstract: Any, opt_state: Any) -> A
     Raises:
       ValueError: the source is an export or has no readable checkpoint of the stage.
     """
-    from cfip_jax.train import checkpoint as ckpt_lib
-
     _check_workdir_for_moments(source.path)
     with ckpt_lib.StageCheckpointer(source.path, name, keep=1000, async_save=False) as ck:
         restored = ck.restore_latest(abstract)
