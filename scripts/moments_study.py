@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"--config.checkpoint_every={args.steps}", *extra]  # fmt: skip
             print(" ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        third = args.steps // 4
-        windows = [(0, third), (third, 2 * third), (2 * third, args.steps)]
+        quarter = args.steps // 4
+        windows = [(0, quarter), (quarter, 2 * quarter), (2 * quarter, args.steps)]
         out[arm] = summarise(workdir, windows)
         print(arm, json.dumps(out[arm]), flush=True)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
