@@ -57,6 +57,11 @@ CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
     "cpu": ("configs/cpu.py as shipped (D 96, 6 heads × 16, n200, lr 1e-3 / 4e-3, 30 % stage 1)", []),
     "heads2x48": ("configs/cpu.py with 2 heads × 48 in both networks (same width)", [
         f"--config.{s}.model.{k}={v}" for s in ("encoder", "decoder") for k, v in (("num_heads", 2), ("key_dim", 48))]),
+    "wide1": ("wider and shallower at about today's FLOPs per step: one layer pair / one adaLN layer at D 128 (8 heads "
+              "× 16, MLP 256, encoder head 256)", [
+        *(f"--config.{s}.model.{k}={v}" for s in ("encoder", "decoder")
+          for k, v in (("num_layers", 1), ("d_model", 128), ("num_heads", 8), ("mlp_dim", 256))),
+        "--config.encoder.model.head_dim=256"]),
 }  # fmt: skip
 COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=100",
           "--config.checkpoint_every=500", "--config.log_every=50"]  # fmt: skip
