@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cfip_jax.bench import attention
 
@@ -26,3 +27,12 @@ def test_every_implementation_matches_ours_forward_and_backward():
     q, k, v, _ = attention.inputs("ours", jax.random.key(0), (1, 3, 2, 24, 8), jnp.float32)
     ours = attention.kernel("ours")(q, k, v)
     assert float(jnp.max(jnp.abs(wrong(q, k, v) - ours))) > 1e-2
+
+
+def test_bad_arguments_are_refused_in_one_line(capsys):
+    for argv in (["--heads", "6x"], ["--heads", "0x16"], ["--dtypes", "float16"], ["--reps", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            attention.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("python -m cfip_jax.bench.attention: error:"), err

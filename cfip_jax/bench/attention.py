@@ -128,12 +128,17 @@ def measure(shape: tuple[int, ...], dtype, reps: int, names=IMPLEMENTATIONS) -> 
     return rows
 
 
-def _heads(text: str) -> list[tuple[int, int]]:
-    return [tuple(int(p) for p in item.split("x")) for item in text.split(",") if item]
+def _heads(text: str) -> list[tuple[int, int]] | None:
+    """``"6x16,1x96"`` → ``[(6, 16), (1, 96)]``; None when malformed or empty."""
+    try:
+        heads = [tuple(int(p) for p in item.split("x")) for item in text.split(",") if item]
+    except ValueError:
+        return None
+    return heads if heads and all(len(t) == 2 and min(t) >= 1 for t in heads) else None
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cfip_jax.bench.attention", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4, help="datasets per step")
     parser.add_argument("--nodes", type=int, default=20)
@@ -141,13 +146,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--heads", default="6x16,3x32,2x48,1x96", help="heads × head_dim, comma-separated")
     parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16")
     args = parser.parse_args(argv)
-    heads = _heads(args.heads)
-    if args.reps < 1 or min(args.batch, args.nodes, args.n) < 1 or not heads:
-        parser.error("--reps, --batch, --nodes, --n must be ≥ 1 and --heads non-empty")
+    heads, dtypes = _heads(args.heads), args.dtypes.split(",")
+    if heads is None:
+        parser.error(f"--heads must be a comma-separated list of HxD with H, D >= 1, got {args.heads!r}")
+    if any(d not in ("float32", "bfloat16") for d in dtypes):
+        parser.error(f"--dtypes must be float32 and/or bfloat16, got {args.dtypes!r}")
+    if args.reps < 1 or min(args.batch, args.nodes, args.n) < 1:
+        parser.error("--reps, --batch, --nodes and --n must be >= 1")
     rows = []
     print(f"sample attention fwd+bwd, {args.batch} datasets × {args.nodes} nodes × {args.n} samples")
     print(f"{'heads':>6} {'dtype':>9} {'impl':>7} {'ms':>9} {'GFLOP/s':>8} {'× ours':>7} {'max |Δ|':>9}")
-    for dtype in args.dtypes.split(","):
+    for dtype in dtypes:
         for h, d in heads:
             for row in measure((args.batch, args.nodes, h, args.n, d), jnp.dtype(dtype), args.reps):
                 rows.append(row)
