@@ -6,7 +6,10 @@ Each check is a one-line refusal (exit 2) that leaves the destination as it was:
 
 1. the export loads verified (:func:`cfip_jax.model_io.load_export`: checksums, parameter tree, finiteness);
 2. its lineage is the destination's followed by one or more new runs, the first of which started from the
-   destination's weights (the record's ``start_sha256`` against the destination's parameters);
+   destination's weights (the record's ``start_sha256`` against the destination's parameters); or it forks the
+   destination's lineage: the same runs up to one of them, that run cut short (same seed, command and start, fewer
+   decoder steps: a checkpoint of it before its learning-rate decay, kept as an export to continue from), then one or
+   more new runs. A fork's start weights are not packaged, so only its record vouches for them;
 3. its last run's fixed-set stage-2 RMSE (EMA) is below the destination's: training ships only when the fixed set
    improves.
 
@@ -47,6 +50,25 @@ def _last_val(runs: list[dict], stage: str) -> dict | None:
     return None
 
 
+def _decoder_steps(run: dict) -> int:
+    return int((run.get("stages", {}).get("decoder") or {}).get("steps") or 0)
+
+
+def _cut_short(part: dict, whole: dict) -> bool:
+    """Whether run record ``part`` is run ``whole`` stopped earlier (same seed, command and start; fewer steps)."""
+    same = all(part.get(k) == whole.get(k) for k in ("seed", "command", "init_from", "start_sha256"))
+    return same and 0 < _decoder_steps(part) < _decoder_steps(whole)
+
+
+def _fork_index(old: list[dict], new: list[dict]) -> int | None:
+    """``len(old)`` when ``new`` continues ``old`` with new runs; ``j < len(old)`` when ``new`` forks it at run j
+    (runs 0..j−1 equal, run j cut short, new runs after it); None otherwise."""
+    j = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    if j == len(old):
+        return j if len(new) > len(old) else None
+    return j if j < len(new) - 1 and _cut_short(new[j], old[j]) else None
+
+
 def check(export: pathlib.Path, dest: pathlib.Path) -> tuple[list[dict], list[dict]]:
     """The destination's runs and the export's, once every check above holds. Raises :class:`Refused`."""
     try:
@@ -55,13 +77,17 @@ def check(export: pathlib.Path, dest: pathlib.Path) -> tuple[list[dict], list[di
     except ValueError as err:
         raise Refused(str(err)) from None
     old, new = lineage.of_info(_info(dest)), lineage.of_info(_info(export))
-    if len(new) <= len(old) or new[: len(old)] != old:
-        raise Refused(f"{export}: its lineage ({len(new)} runs) does not continue {dest}'s ({len(old)} runs)")
-    start, digest = new[len(old)].get("start_sha256"), init_from.params_sha256(shipped)
-    if start != digest:
-        raise Refused(f"{export}: run {len(old) + 1} started from weights {str(start)[:12]}, not {dest}'s "
-                      f"({digest[:12]})")  # fmt: skip
-    before, after = _last_val(old, "decoder"), _last_val(new[len(old) :], "decoder")
+    fork = _fork_index(old, new)
+    if fork is None:
+        raise Refused(f"{export}: its lineage ({len(new)} runs) does not continue {dest}'s ({len(old)} runs) "
+                      "nor fork it from a run cut short")  # fmt: skip
+    if fork == len(old):
+        start, digest = new[len(old)].get("start_sha256"), init_from.params_sha256(shipped)
+        if start != digest:
+            raise Refused(f"{export}: run {len(old) + 1} started from weights {str(start)[:12]}, not {dest}'s "
+                          f"({digest[:12]})")  # fmt: skip
+    first_new = fork if fork == len(old) else fork + 1  # a fork's cut-short run is not new training
+    before, after = _last_val(old, "decoder"), _last_val(new[first_new:], "decoder")
     if not after or "val_rmse" not in after:
         raise Refused(f"{export}: its last run records no fixed-set stage-2 validation")
     if before and after["val_rmse"] >= before["val_rmse"]:

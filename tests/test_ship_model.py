@@ -93,3 +93,49 @@ def test_a_bad_export_is_refused_in_one_line_and_the_destination_is_untouched(di
                 "corrupt": "params.npz"}[case]  # fmt: skip
     assert expected in err
     assert (dest / model_io.EXPORT_CONFIG).read_bytes() == before
+
+
+def _fork(old, run, **cut):
+    """A lineage forking ``old`` at its last run: that run cut to half its steps (``cut`` changes it further), then
+    ``run`` started from the cut run's weights (not packaged, so any digest)."""
+    part = copy.deepcopy(old[-1])
+    part["stages"]["decoder"].update(steps=old[-1]["stages"]["decoder"]["steps"] // 2, val=None)
+    part.update(cut)
+    return old[:-1] + [part, dict(run, start_sha256="f" * 64)]
+
+
+def test_a_better_fork_from_a_run_cut_short_ships_with_its_own_totals(dirs):
+    dest, export, old, run = dirs
+    runs = _fork(old, run)
+    _set_lineage(export, runs)
+    assert SCRIPT["main"]([str(export), "--dest", str(dest)]) == 0
+    info = _info(dest)
+    assert info["lineage"] == runs
+    assert info["decoder_steps"] == sum(r["stages"]["decoder"]["steps"] for r in runs)
+    assert info["decoder_steps"] < sum(r["stages"]["decoder"]["steps"] for r in old) + 1000  # the cut half is gone
+    model_io.load_export(dest)
+
+
+@pytest.mark.parametrize("cut", [dict(seed=12345), dict(command="python train.py --other"), "longer", "no_new_run"])
+def test_a_fork_that_is_not_a_cut_of_the_packaged_run_is_refused(dirs, cut, capsys):
+    dest, export, old, run = dirs
+    if cut == "longer":
+        runs = _fork(old, run)
+        runs[-2]["stages"]["decoder"]["steps"] = old[-1]["stages"]["decoder"]["steps"] + 1
+    elif cut == "no_new_run":
+        runs = _fork(old, run)[:-1]
+    else:
+        runs = _fork(old, run, **cut)
+    _set_lineage(export, runs)
+    before = (dest / model_io.EXPORT_CONFIG).read_bytes()
+    assert SCRIPT["main"]([str(export), "--dest", str(dest)]) == 2
+    assert "does not continue" in capsys.readouterr().err
+    assert (dest / model_io.EXPORT_CONFIG).read_bytes() == before
+
+
+def test_a_worse_fork_is_refused(dirs, capsys):
+    dest, export, old, run = dirs
+    run["stages"]["decoder"]["val"]["val_rmse"] = old[-1]["stages"]["decoder"]["val"]["val_rmse"] + 0.01
+    _set_lineage(export, _fork(old, run))
+    assert SCRIPT["main"]([str(export), "--dest", str(dest)]) == 2
+    assert "is not below" in capsys.readouterr().err
