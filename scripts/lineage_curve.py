@@ -7,7 +7,9 @@ of each later run (after its learning-rate decay), and prints where the law reac
 (log-log) and the points as JSON.
 
 A workdir does not outlive the machine it trained on, so ``--previous JSON`` (this script's own output) stands in for
-the runs it already holds; ``--run`` workdirs then continue after them:
+the runs it already holds; ``--run`` workdirs then continue after them. ``--cut-short WORKDIR`` is a run of the
+lineage that was stopped before its learning-rate decay (a fork point, ``scripts/ship_model.py``): its points and
+datasets count, its end is not fitted (the law is fitted to annealed ends):
 
     python scripts/lineage_curve.py --run workdir/cont1 --png docs/training_study/lineage.png \\
         --json docs/training_study/lineage.json
@@ -52,7 +54,10 @@ def previous_runs(path: str) -> list[list[tuple[int, float]]]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", action="append", default=[], help="a continued run's workdir (repeatable, in order)")
+    p.add_argument("--run", action="append", default=[], type=lambda w: (w, True),
+                   help="a continued run's workdir (repeatable, in order)")  # fmt: skip
+    p.add_argument("--cut-short", action="append", dest="run", type=lambda w: (w, False),
+                   help="a run stopped before its decay, in its place among --run (its end is not fitted)")  # fmt: skip
     p.add_argument("--previous", help="an earlier output of this script: its runs come first")
     p.add_argument("--per-step", type=int, default=4, help="datasets per step of the continued runs")
     p.add_argument("--targets", default="0.20,0.158", help="RMSE levels to locate on the fitted law")
@@ -61,21 +66,26 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.previous:
         runs = previous_runs(args.previous)
+        with open(args.previous) as f:
+            fitted = list(json.load(f).get("fitted") or [True] * len(runs))
     else:
         with open(HISTORY) as f:
             history = json.load(f)
         runs = [[(s * history["datasets_per_step"], v) for s, v in history["points"]]]
-    for workdir in args.run:
+        fitted = [True]
+    for workdir, annealed in args.run:
         runs.append(run_points(workdir, runs[-1][-1][0], args.per_step))
-    ends = [r[-1] for r in runs]
+        fitted.append(annealed)
+    ends = [r[-1] for r, fit in zip(runs, fitted, strict=True) if fit]
     fit_pts = np.asarray(runs[0][1:] + ends[1:], np.float64)  # run 1 after its first 2,000 steps, later runs' ends
     b, log_a = np.polyfit(np.log(fit_pts[:, 0]), np.log(fit_pts[:, 1]), 1)
     law = dict(a=float(np.exp(log_a)), b=float(-b))
     targets = {t: float((t / law["a"]) ** (-1.0 / law["b"])) for t in map(float, args.targets.split(","))}
     print(f"power law on {len(fit_pts)} points: rmse = {law['a']:.4g} · datasets^(−{law['b']:.4f})")
     for t, n in targets.items():
-        print(f"  reaches {t:.3f} at about {n:,.0f} datasets ({n / ends[-1][0]:.1f}× the {ends[-1][0]:,} so far)")
-    out = dict(runs=runs, law=law, targets=targets)
+        so_far = runs[-1][-1][0]
+        print(f"  reaches {t:.3f} at about {n:,.0f} datasets ({n / so_far:.1f}× the {so_far:,} so far)")
+    out = dict(runs=runs, fitted=fitted, law=law, targets=targets)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -88,7 +98,8 @@ def main(argv=None) -> dict:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for k, pts in enumerate(runs):
             arr = np.asarray(pts)
-            ax.plot(arr[:, 0], arr[:, 1], "o-", ms=3, label=f"run {k + 1}" + (" (from scratch)" if k == 0 else ""))
+            note = " (from scratch)" if k == 0 else ("" if fitted[k] else " (cut short, not fitted)")
+            ax.plot(arr[:, 0], arr[:, 1], "o-", ms=3, label=f"run {k + 1}{note}")
         grid = np.geomspace(fit_pts[:, 0].min(), max(targets.values()) * 1.2, 100)
         ax.plot(grid, law["a"] * grid ** (-law["b"]), "k--", lw=1, label=f"fit: {law['a']:.3g}·N^(−{law['b']:.3f})")
         for t, n in targets.items():

@@ -37,3 +37,24 @@ def test_a_new_run_continues_after_the_previous_output_and_the_law_is_exact_on_p
 def test_a_previous_output_that_is_empty_malformed_or_goes_backwards_is_refused(tmp_path, runs):
     with pytest.raises(SystemExit, match="datasets increasing"):
         MAIN(["--previous", _previous(tmp_path, runs)])
+
+
+def test_a_run_cut_short_counts_its_datasets_but_not_its_end_in_the_fit_and_stays_unfitted_later(tmp_path):
+    law = lambda n: 0.9 * n**-0.125  # noqa: E731
+    first = [[n, law(n)] for n in (1000, 2000, 4000, 8000)]
+    cut, cont = tmp_path / "cut", tmp_path / "cont"
+    cut.mkdir()
+    cont.mkdir()
+    (cut / "metrics.jsonl").write_text(json.dumps(dict(stage="decoder", step=1000, val_rmse=0.5)) + "\n")
+    # the continuation's points lie on the law at their cumulative datasets (after the cut run's 4,000)
+    with open(cont / "metrics.jsonl", "w") as f:
+        for step in (1000, 2000):
+            f.write(json.dumps(dict(stage="decoder", step=step, val_rmse=law(12000 + 4 * step))) + "\n")
+    out = MAIN(["--previous", _previous(tmp_path, [first]), "--cut-short", str(cut), "--run", str(cont),
+                "--json", str(tmp_path / "o")])  # fmt: skip
+    assert [n for n, _ in out["runs"][1]] == [12000] and [n for n, _ in out["runs"][2]] == [16000, 20000]
+    assert out["fitted"] == [True, False, True]
+    np.testing.assert_allclose([out["law"]["a"], out["law"]["b"]], [0.9, 0.125], rtol=1e-9)  # 0.5 would bend it
+    again = MAIN(["--previous", str(tmp_path / "o")])
+    assert again["fitted"] == [True, False, True]
+    np.testing.assert_allclose([again["law"]["a"], again["law"]["b"]], [0.9, 0.125], rtol=1e-9)
