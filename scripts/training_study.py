@@ -51,8 +51,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         "--config.encoder.optim.lr=0.002", "--config.decoder.optim.lr=0.004"]),
     "share50": ("half of the budget to stage 1", ["--config.encoder_share=0.5"]),
 }  # fmt: skip
-# Variants of today's configs/cpu.py (``--base cpu``: no BASE overrides), for the step's layout (fewer, wider heads
-# at the same width D = 96: the attention's products contract over 48 instead of 16).
+# Variants of today's configs/cpu.py (``--base cpu``: no BASE overrides) for the step's shape: fewer, wider heads at the
+# same width D = 96 (the attention's products contract over 48 instead of 16), and fewer, wider layers.
 CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
     "cpu": ("configs/cpu.py as shipped (D 96, 6 heads × 16, n200, lr 1e-3 / 4e-3, 30 % stage 1)", []),
     "heads2x48": ("configs/cpu.py with 2 heads × 48 in both networks (same width)", [
