@@ -15,7 +15,10 @@ the suite's OUT half: ``eval.py --suite paper``.
 
 Command line::
 
-    python -m cfip_jax.train.validation_set WORKDIR_OR_EXPORT [--json OUT.json]
+    python -m cfip_jax.train.validation_set WORKDIR_OR_EXPORT [--json OUT.json] [--against OTHER]
+
+``--against OTHER`` scores a second model on the same datasets and prints the paired differences (this − other):
+the way to tell whether a continued run moved the model by more than the set's resolution.
 
 A training workdir is scored with the EMA parameters of its latest encoder checkpoint (stage 1) and, when there is
 one, its latest decoder checkpoint (stage 2); an export (``model.json`` + ``params.npz``) on both stages.
@@ -104,6 +107,18 @@ def summarize(values: np.ndarray) -> dict[str, dict[str, float]]:
 
 def score(path: str) -> dict[str, dict]:
     """Stage-1 and stage-2 summaries of a training workdir or an export (see the module docstring)."""
+    return {stage: summarize(values) for stage, values in per_dataset(path).items()}
+
+
+def paired(values: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Summaries of the per-dataset differences ``values − other`` for the stages both hold: the same 96 datasets
+    score both models, so the standard error is the paired one (smaller than either model's own when the two models'
+    errors move together)."""
+    return {stage: summarize(values[stage] - other[stage]) for stage in values if stage in other}
+
+
+def per_dataset(path: str) -> dict[str, np.ndarray]:
+    """``{stage: errors [96]}`` of a training workdir or an export (stage 2 only when it has a decoder)."""
     from cfip_jax import model_io
     from cfip_jax.train.stage import Stage
 
@@ -112,9 +127,9 @@ def score(path: str) -> dict[str, dict]:
         enc, dec, enc_vars, dec_vars = m.encoder, m.decoder, m.encoder_params, m.decoder_params
     else:
         enc, dec, enc_vars, dec_vars = _from_workdir(path)
-    out = {"encoder": summarize(errors(Stage("encoder", enc), enc_vars))}
+    out = {"encoder": errors(Stage("encoder", enc), enc_vars)}
     if dec_vars is not None:
-        out["decoder"] = summarize(errors(Stage("decoder", enc, dec, N_CONTEXT), dec_vars, enc_vars))
+        out["decoder"] = errors(Stage("decoder", enc, dec, N_CONTEXT), dec_vars, enc_vars)
     return out
 
 
@@ -148,20 +163,38 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m cfip_jax.train.validation_set", description=__doc__.splitlines()[0])
     p.add_argument("path", help="training workdir or exported model directory")
     p.add_argument("--json", help="also write the summaries to this file")
+    p.add_argument("--against", metavar="OTHER", help="also score OTHER (workdir or export) and print the paired "
+                   "per-dataset differences PATH − OTHER (mean ± paired standard error)")  # fmt: skip
     args = p.parse_args(argv)
-    if not os.path.isdir(args.path):
-        p.error(f"{args.path} is not a directory")
+    for path in (args.path, args.against):
+        if path is not None and not os.path.isdir(path):
+            p.error(f"{path} is not a directory")
     try:
-        result = score(args.path)
+        values = per_dataset(args.path)
+        other = per_dataset(args.against) if args.against else None
     except ValueError as err:
         p.exit(2, f"error: {err}\n")
+    result = {stage: summarize(v) for stage, v in values.items()}
+    if other is not None:
+        result["paired"] = paired(values, other)
+        result["against"] = {stage: summarize(v) for stage, v in other.items()}
     for stage, table in result.items():
-        row = ", ".join(f"{k} {v['mean']:.4f} ± {v['se']:.4f}" for k, v in table.items())
-        print(f"{stage}: {row}")
+        if stage in ("paired", "against"):
+            continue
+        print(f"{stage}: {_row(table)}")
+    for stage, table in (result.get("against") or {}).items():
+        print(f"{stage} (--against): {_row(table)}")
+    for stage, table in (result.get("paired") or {}).items():
+        print(f"{stage} (this − --against, paired): {_row(table, signed=True)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return result
+
+
+def _row(table: dict[str, dict], signed: bool = False) -> str:
+    fmt = "+.4f" if signed else ".4f"
+    return ", ".join(f"{k} {v['mean']:{fmt}} ± {v['se']:.4f}" for k, v in table.items())
 
 
 if __name__ == "__main__":
