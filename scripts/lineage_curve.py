@@ -39,17 +39,19 @@ def run_points(workdir: str, offset: int, per_step: int) -> list[tuple[int, floa
     return points
 
 
-def previous_runs(path: str) -> list[list[tuple[int, float]]]:
-    """The runs of an earlier output, checked: each a non-empty list of (datasets, rmse), datasets increasing."""
+def previous_runs(path: str) -> tuple[list[list[tuple[int, float]]], list[bool]]:
+    """The runs of an earlier output, checked: each a non-empty list of (datasets, rmse), datasets increasing; and
+    which of them are fitted (all, for an output older than ``--cut-short``)."""
     try:
         with open(path) as f:
-            runs = [[(int(n), float(v)) for n, v in run] for run in json.load(f)["runs"]]
+            saved = json.load(f)
+        runs = [[(int(n), float(v)) for n, v in run] for run in saved["runs"]]
     except (KeyError, TypeError, ValueError):
-        runs = []
+        runs, saved = [], {}
     flat = [n for run in runs for n, _ in run]
     if not runs or not all(runs) or any(np.diff(flat) <= 0):
         raise SystemExit(f"{path}: runs must be non-empty lists of (datasets, rmse) with datasets increasing")
-    return runs
+    return runs, list(saved.get("fitted") or [True] * len(runs))
 
 
 def main(argv=None) -> dict:
@@ -65,9 +67,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.previous:
-        runs = previous_runs(args.previous)
-        with open(args.previous) as f:
-            fitted = list(json.load(f).get("fitted") or [True] * len(runs))
+        runs, fitted = previous_runs(args.previous)
     else:
         with open(HISTORY) as f:
             history = json.load(f)

@@ -175,17 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as err:
         p.exit(2, f"error: {err}\n")
     result = {stage: summarize(v) for stage, v in values.items()}
+    sections = [("", dict(result), False)]
     if other is not None:
         result["paired"] = paired(values, other)
         result["against"] = {stage: summarize(v) for stage, v in other.items()}
-    for stage, table in result.items():
-        if stage in ("paired", "against"):
-            continue
-        print(f"{stage}: {_row(table)}")
-    for stage, table in (result.get("against") or {}).items():
-        print(f"{stage} (--against): {_row(table)}")
-    for stage, table in (result.get("paired") or {}).items():
-        print(f"{stage} (this − --against, paired): {_row(table, signed=True)}")
+        sections.append((" (--against)", result["against"], False))
+        sections.append((" (this − --against, paired)", result["paired"], True))
+    for suffix, tables, signed in sections:
+        for stage, table in tables.items():
+            print(f"{stage}{suffix}: {_row(table, signed)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
