@@ -1,10 +1,10 @@
 """The zero-shot model's curve across runs: fixed-set stage-2 RMSE against cumulative training datasets.
 
 Reads the first run's recorded points (``docs/training_study/run1_decoder_curve.json``) and the ``metrics.jsonl`` of
-each continued run (``--run WORKDIR``, in order; each run's datasets are counted after the previous runs' total),
-fits a power law ``rmse = a · datasets^(−b)`` to the first run's points after its first 2,000 steps and to the end
-of each later run (after its learning-rate decay), and prints where the law reaches ``--targets``. Writes the plot
-(log-log) and the points as JSON.
+each continued run (``--run WORKDIR``, in order; each run's datasets — its steps times the batch of its
+``config.json`` — are counted after the previous runs' total), fits a power law ``rmse = a · datasets^(−b)`` to the
+first run's points after its first 2,000 steps and to the end of each later run (after its learning-rate decay), and
+prints where the law reaches ``--targets``. Writes the plot (log-log) and the points as JSON.
 
 A workdir does not outlive the machine it trained on, so ``--previous JSON`` (this script's own output) stands in for
 the runs it already holds; ``--run`` workdirs then continue after them. ``--cut-short WORKDIR`` is a run of the
@@ -27,6 +27,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HISTORY = os.path.join(HERE, "..", "docs", "training_study", "run1_decoder_curve.json")
+
+
+def datasets_per_step(workdir: str, override: int | None) -> int:
+    """Stage-2 datasets per step of a run: ``override``, else batch size × gradient accumulation of its config."""
+    if override is not None:
+        return override
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+        return int(config["data"]["batch_size"]) * int(config["decoder"].get("grad_accum", 1))
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"{workdir}: no datasets per step in its config.json ({e}); give --per-step") from None
 
 
 def run_points(workdir: str, offset: int, per_step: int) -> list[tuple[int, float]]:
@@ -61,7 +73,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cut-short", action="append", dest="run", type=lambda w: (w, False),
                    help="a run stopped before its decay, in its place among --run (its end is not fitted)")  # fmt: skip
     p.add_argument("--previous", help="an earlier output of this script: its runs come first")
-    p.add_argument("--per-step", type=int, default=4, help="datasets per step of the continued runs")
+    p.add_argument("--per-step", type=int, help="datasets per step of every --run (default: each run's config.json)")
     p.add_argument("--targets", default="0.20,0.158", help="RMSE levels to locate on the fitted law")
     p.add_argument("--png")
     p.add_argument("--json")
@@ -74,7 +86,7 @@ def main(argv=None) -> dict:
         runs = [[(s * history["datasets_per_step"], v) for s, v in history["points"]]]
         fitted = [True]
     for workdir, annealed in args.run:
-        runs.append(run_points(workdir, runs[-1][-1][0], args.per_step))
+        runs.append(run_points(workdir, runs[-1][-1][0], datasets_per_step(workdir, args.per_step)))
         fitted.append(annealed)
     ends = [r[-1] for r, fit in zip(runs, fitted, strict=True) if fit]
     fit_pts = np.asarray(runs[0][1:] + ends[1:], np.float64)  # run 1 after its first 2,000 steps, later runs' ends
