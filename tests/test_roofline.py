@@ -37,3 +37,24 @@ def test_classes_follow_the_op_names():
     }
     for op_name, expected in cases.items():
         assert roofline.classify(op_name, 0.0 if op_name.endswith("mul") else 10.0) == expected, op_name
+
+
+def test_overlapping_operations_share_the_wall_time_and_a_loop_is_charged_outside_its_body():
+    from cfip_jax.bench.train import exclusive_durations
+
+    events = [
+        ("a", 0.0, 10.0, 1),  # alone for 5 µs, then alongside b for 5
+        ("b", 5.0, 10.0, 2),  # alongside a for 5, then alone for 5
+        ("loop", 20.0, 10.0, 1),  # contains body1 and body2 on its own thread
+        ("body1", 22.0, 3.0, 1),
+        ("body2", 26.0, 2.0, 1),
+        ("c", 40.0, 4.0, 1),  # three at once over [40, 42): each 2/3
+        ("d", 40.0, 2.0, 2),
+        ("e", 40.0, 2.0, 3),
+    ]
+    charged = dict(exclusive_durations(events))
+    expected = dict(a=7.5, b=7.5, loop=5.0, body1=3.0, body2=2.0, c=2.0 + 2.0 / 3.0, d=2.0 / 3.0, e=2.0 / 3.0)
+    assert charged.keys() == expected.keys()
+    for name, value in expected.items():
+        assert abs(charged[name] - value) < 1e-9, (name, charged[name], value)
+    assert abs(sum(charged.values()) - (15.0 + 10.0 + 4.0)) < 1e-9  # the union of the busy intervals

@@ -13,7 +13,9 @@ compiled training step — the same function ``train.py`` runs, built by :mod:`c
 Each operation's FLOPs are its matrix products' (``dot`` instructions, also inside the fusion it calls:
 2 × output elements × contracted size), read from the compiled HLO; elementwise work is not counted, so the
 "norms and elementwise" rows show time, not a rate. Per row: GFLOP per step, milliseconds per step (traced; the
-profiler adds a little to each operation), achieved GFLOP/s, share of the traced step, and the achieved rate as a
+profiler adds a little to each operation; operations that XLA runs at the same time on different threads share the
+time they overlap, :func:`cfip_jax.bench.train.exclusive_durations`, so the rows sum to the traced wall time and a
+rate is not halved by a neighbour), achieved GFLOP/s, share of the traced step, and the achieved rate as a
 fraction of the float32 and the bfloat16 peaks. The step's whole rate from XLA's cost analysis (all FLOPs, untraced
 time) closes each stage.
 
@@ -132,9 +134,7 @@ def stage_roofline(config, stage_name: str, steps: int) -> dict:
     names, flops = train_bench.op_names(text), hlo_dot_flops(text)
     time_us: collections.Counter = collections.Counter()
     work: collections.Counter = collections.Counter()
-    for name, dur in train_bench.trace_ops(compiled, holder, scale, steps):
-        if name not in names:
-            continue
+    for name, dur in train_bench.trace_ops(compiled, holder, scale, steps, names):
         key = classify(names[name], flops.get(name, 0.0))
         time_us[key] += dur / steps
         work[key] += flops.get(name, 0.0) / steps

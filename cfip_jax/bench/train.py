@@ -13,8 +13,10 @@ kernels): the sampler (``_sample_batch``), the backward pass (ops under ``transp
 (ops outside the loss), and the forward pass split into sample attention (``sample_attention``), node attention
 (``dag_attention``: the encoder's node blocks and the decoder's adaLN blocks), MLPs and head (``mlp``, ``norm_mlp``,
 ``head_*``, the decoder's ``out``) and the rest (projections, norms, modulation, embeddings). Shares are of the traced
-operations' summed durations (the profiler adds a little time to each operation, so many small ones weigh somewhat
-more than in an untraced step); the backward pass is split the same way.
+wall time: XLA runs independent operations on several threads at once, so each operation is charged its share of the
+time it ran alongside others, and a loop its time outside its body's operations (:func:`exclusive_durations`; the
+profiler adds a little time to each operation, so many small ones weigh somewhat more than in an untraced step); the
+backward pass is split the same way.
 
 ``--against PATH``: the same figures for a second checkout (e.g. a worktree of an older commit), measured in turns with
 this one — A, B, A, B, … in separate processes, ``--rounds`` times — and the ratio of the medians.
@@ -200,8 +202,54 @@ def part_of(op_name: str) -> tuple[str, str]:
     return ("backward" if "transpose(jvp(" in op_name else component), component
 
 
-def trace_ops(compiled, holder: dict, scale, steps: int) -> list[tuple[str, float]]:
-    """``(instruction name, µs)`` of every XLA operation executed in ``steps`` traced steps (``jax.profiler``)."""
+def exclusive_durations(events: list[tuple[str, float, float, object]]) -> list[tuple[str, float]]:
+    """Each operation's share of the wall time, from trace events ``(name, start µs, duration µs, thread)``.
+
+    XLA's CPU runtime runs independent operations on several threads at once, and a loop's event contains its body's
+    events on the same thread, so summed durations count some wall time twice. Here an event's own time excludes the
+    events nested in it on its thread, and where ``k`` operations run at once each is charged ``1/k`` of that time:
+    the charges sum to the time during which any operation ran.
+
+    Returns:
+      ``(name, µs)`` per event, in the order given.
+    """
+    segments = []  # (start, end, event index): the parts of each event not covered by an event nested in it
+    threads = collections.defaultdict(list)
+    for i, (_, start, dur, thread) in enumerate(events):
+        threads[thread].append((start, -dur, i))
+    for items in threads.values():
+        stack = []  # [end, index, cursor]
+        for start, neg_dur, i in sorted(items):
+            while stack and stack[-1][0] <= start:
+                end, j, cursor = stack.pop()
+                segments.append((cursor, end, j))
+                if stack:
+                    stack[-1][2] = end
+            if stack:
+                segments.append((stack[-1][2], start, stack[-1][1]))
+            stack.append([start - neg_dur, i, start])
+        while stack:
+            end, j, cursor = stack.pop()
+            segments.append((cursor, end, j))
+            if stack:
+                stack[-1][2] = end
+    marks = sorted([(a, 1, j) for a, b, j in segments if b > a] + [(b, -1, j) for a, b, j in segments if b > a])
+    charged, active, last = [0.0] * len(events), collections.Counter(), None
+    for t, change, j in marks:
+        if active and last is not None and t > last:
+            share = (t - last) / sum(active.values())
+            for k, count in active.items():
+                charged[k] += share * count
+        active[j] += change
+        if active[j] == 0:
+            del active[j]
+        last = t
+    return [(name, charged[i]) for i, (name, *_) in enumerate(events)]
+
+
+def trace_ops(compiled, holder: dict, scale, steps: int, names: dict[str, str]) -> list[tuple[str, float]]:
+    """``(instruction name, µs)`` of every operation of ``names`` (:func:`op_names`) executed in ``steps`` traced
+    steps (``jax.profiler``), each charged its share of the wall time (:func:`exclusive_durations`)."""
     with tempfile.TemporaryDirectory() as logdir:
         with jax.profiler.trace(logdir, create_perfetto_trace=True):
             for _ in range(steps):
@@ -210,7 +258,9 @@ def trace_ops(compiled, holder: dict, scale, steps: int) -> list[tuple[str, floa
         (path,) = glob.glob(os.path.join(logdir, "**", "*.trace.json.gz"), recursive=True)
         with gzip.open(path) as f:
             events = json.load(f)["traceEvents"]
-    return [(e["name"], float(e["dur"])) for e in events if e.get("ph") == "X" and "name" in e and "dur" in e]
+    ops = [(e["name"], float(e["ts"]), float(e["dur"]), (e.get("pid"), e.get("tid"))) for e in events
+           if e.get("ph") == "X" and e.get("name") in names and "dur" in e and "ts" in e]  # fmt: skip
+    return exclusive_durations(ops)
 
 
 def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -218,11 +268,8 @@ def profile_parts(compiled, holder: dict, scale, steps: int) -> tuple[dict[str, 
     names = op_names(compiled.as_text())
     parts: collections.Counter = collections.Counter()
     backward: collections.Counter = collections.Counter()
-    for name, dur in trace_ops(compiled, holder, scale, steps):
-        op = names.get(name)
-        if op is None:
-            continue
-        part, component = part_of(op)
+    for name, dur in trace_ops(compiled, holder, scale, steps, names):
+        part, component = part_of(names[name])
         parts[part] += dur
         if part == "backward":
             backward[component] += dur
