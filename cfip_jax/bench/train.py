@@ -38,6 +38,7 @@ import glob
 import gzip
 import importlib
 import json
+import math
 import os
 import re
 import statistics
@@ -218,21 +219,17 @@ def exclusive_durations(events: list[tuple[str, float, float, object]]) -> list[
     for i, (_, start, dur, thread) in enumerate(events):
         threads[thread].append((start, -dur, i))
     for items in threads.values():
-        stack = []  # [end, index, cursor]
-        for start, neg_dur, i in sorted(items):
+        stack = []  # [end, index, cursor] of the open events, innermost last
+        for start, neg_dur, i in sorted(items) + [(math.inf, 0.0, None)]:  # the sentinel closes every event
             while stack and stack[-1][0] <= start:
                 end, j, cursor = stack.pop()
                 segments.append((cursor, end, j))
                 if stack:
                     stack[-1][2] = end
-            if stack:
-                segments.append((stack[-1][2], start, stack[-1][1]))
-            stack.append([start - neg_dur, i, start])
-        while stack:
-            end, j, cursor = stack.pop()
-            segments.append((cursor, end, j))
-            if stack:
-                stack[-1][2] = end
+            if i is not None:
+                if stack:
+                    segments.append((stack[-1][2], start, stack[-1][1]))
+                stack.append([start - neg_dur, i, start])
     marks = sorted([(a, 1, j) for a, b, j in segments if b > a] + [(b, -1, j) for a, b, j in segments if b > a])
     charged, active, last = [0.0] * len(events), collections.Counter(), None
     for t, change, j in marks:
