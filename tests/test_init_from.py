@@ -4,6 +4,7 @@ cfip_jax.train.export)."""
 import json
 import os
 import shutil
+import time
 
 import jax
 import numpy as np
@@ -162,3 +163,36 @@ def test_init_moments_is_refused_without_a_checkpoint_to_carry(source, tmp_path)
     with pytest.raises(ValueError, match="has no encoder checkpoint to carry"):
         loop.run(tiny_config(**STEPS, init_from=decoder_only, seed=1, init_moments=True), str(tmp_path / "b"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_stage_stopped_and_resumed_counts_every_session_seconds_in_its_lineage(tmp_path):
+    """The interrupted session's seconds (here 1.5 s of CPU burnt and 1 s asleep in a hook) reach the lineage through
+    its checkpoint's ``spent`` record; rerunning the finished stage leaves the record as it is."""
+    workdir = str(tmp_path / "run")
+    config = tiny_config(**{"encoder.steps": 4, "checkpoint_every": 2})
+
+    def burn_then_stop(stage, done):
+        if done == 1:
+            t = time.process_time()
+            while time.process_time() - t < 1.5:
+                pass
+            time.sleep(1.0)
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(config, workdir, ("encoder",), hooks=[burn_then_stop])
+    with ckpt_lib.StageCheckpointer(workdir, "encoder", keep=10, async_save=False) as ck:
+        assert ck.steps() == [2, 3]
+        first = ck.read_spent(3)
+    assert first["cpu_s"] >= 1.5 and first["wall_s"] >= 2.5
+    cpu, wall = time.process_time(), time.perf_counter()
+    loop.run(config, workdir, ("encoder",))
+    session = dict(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall)
+    (run,) = lineage.read(workdir)
+    stage = run["stages"]["encoder"]
+    assert stage["steps"] == 4
+    for k in ("cpu_s", "wall_s"):  # both sessions: more than the second alone, at most the two together
+        assert session[k] < stage[k] <= first[k] + session[k] + 0.1
+    loop.run(config, workdir, ("encoder",))  # already complete: nothing trained, nothing added
+    assert lineage.read(workdir)[0]["stages"]["encoder"] == stage

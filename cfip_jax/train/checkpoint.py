@@ -1,8 +1,10 @@
 """Orbax checkpoints of one training stage, with the config stored beside the state and a compatibility check.
 
-Layout: ``{workdir}/{stage}/checkpoints/{step}/{state,config[,budget]}``. ``state`` is the
+Layout: ``{workdir}/{stage}/checkpoints/{step}/{state,config[,budget][,spent]}``. ``state`` is the
 :class:`~cfip_jax.train.state.TrainState` (arrays only); ``config`` is the full run config as JSON; ``budget`` (time-
-budgeted runs only, :class:`~cfip_jax.train.budget.BudgetState`) the clock and the decay of the stage. The latest
+budgeted runs only, :class:`~cfip_jax.train.budget.BudgetState`) the clock and the decay of the stage; ``spent`` the
+process CPU seconds and wall seconds the stage took to reach the checkpoint, every session that resumed it included
+(absent when a session resumed a checkpoint written before it was recorded: the count would be partial). The latest
 ``keep`` checkpoints are kept.
 
 Resume rule: the latest checkpoint that can be read is restored. An unreadable one (truncated or corrupt files) is
@@ -210,15 +212,27 @@ class StageCheckpointer:
                 self._quarantine(step, e)
         return None
 
+    def read_spent(self, step: int) -> dict | None:
+        """Checkpoint ``step``'s ``spent`` record (``{"cpu_s", "wall_s"}``: the stage's seconds up to it), or None
+        when it has none."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), "spent")):
+            return None
+        restored = self.manager.restore(step, args=ocp.args.Composite(spent=ocp.args.JsonRestore()))
+        return {k: float(restored["spent"][k]) for k in ("cpu_s", "wall_s")}
+
     # -- writing -------------------------------------------------------------------------------------------------
-    def save(self, step: int, state: Any, config: Mapping, budget: Mapping | None = None) -> bool:
-        """Save ``state``, ``config`` (and a budget record) as checkpoint ``step`` (no-op if it exists). Returns
-        whether it saved."""
+    def save(
+        self, step: int, state: Any, config: Mapping, budget: Mapping | None = None, spent: Mapping | None = None
+    ) -> bool:
+        """Save ``state``, ``config`` (and a budget record, and the seconds spent) as checkpoint ``step`` (no-op if it
+        exists). Returns whether it saved."""
         if step in self.manager.all_steps():
             return False
         items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(dict(config))}
         if budget is not None:
             items["budget"] = ocp.args.JsonSave(dict(budget))
+        if spent is not None:
+            items["spent"] = ocp.args.JsonSave(dict(spent))
         self.manager.save(int(step), args=ocp.args.Composite(**items))
         return True
 

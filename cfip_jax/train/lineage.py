@@ -5,8 +5,10 @@ A run's record (``{workdir}/lineage.json``: ``{"runs": [...]}``, the source's ru
 - ``seed``, ``config`` (the run config as a dict), ``init_from`` (the source's path, or None for a random start) and
   ``start_sha256`` (:func:`cfip_jax.train.init_from.params_sha256` of the start weights, None for a random start);
 - ``stages``: per stage trained, ``steps``, ``datasets`` (steps × datasets per step), ``cpu_s`` (the process's CPU
-  seconds, all threads) and ``wall_s``, summed over the sessions that resumed it, and ``val`` (the last validation of
-  its EMA parameters: the fixed-set means when ``eval.fixed``), ``val_set`` naming the set;
+  seconds, all threads) and ``wall_s``, summed over the sessions that resumed it (each up to the checkpoint the
+  next one resumed from: the stage's checkpoints carry the count, so a session stopped before the stage's end is
+  counted too), and ``val`` (the last validation of its EMA parameters: the fixed-set means when ``eval.fixed``),
+  ``val_set`` naming the set;
 - ``val_before``: the fixed-set scores of the start weights (the source's last record's ``val``; None for a random
   start).
 
@@ -89,14 +91,17 @@ def open_run(workdir: str, config, source, command: str | None = None) -> None:
 
 
 def add_stage(workdir: str, name: str, *, steps: int, datasets: int, cpu_s: float, wall_s: float,
-              val: dict | None, val_set: str) -> None:  # fmt: skip
-    """Record stage ``name`` of this workdir's run: its totals (seconds add up over resumed sessions)."""
+              val: dict | None, val_set: str, cumulative: bool = False) -> None:  # fmt: skip
+    """Record stage ``name`` of this workdir's run: its totals. ``cumulative``: ``cpu_s`` and ``wall_s`` are the
+    stage's own totals (from its checkpoints' ``spent`` record, every session included) and replace what the record
+    holds; otherwise they are one session's and add to it."""
     runs = read(workdir)
     if not runs:
         raise ValueError(f"{workdir}: no {FILE} (open_run first)")
     stage = runs[-1]["stages"].get(name) or dict(cpu_s=0.0, wall_s=0.0)
-    stage.update(steps=int(steps), datasets=int(datasets), cpu_s=round(float(stage.get("cpu_s") or 0.0) + cpu_s, 1),
-                 wall_s=round(float(stage.get("wall_s") or 0.0) + wall_s, 1), val=val, val_set=val_set)  # fmt: skip
+    before = (0.0, 0.0) if cumulative else (float(stage.get("cpu_s") or 0.0), float(stage.get("wall_s") or 0.0))
+    stage.update(steps=int(steps), datasets=int(datasets), cpu_s=round(before[0] + cpu_s, 1),
+                 wall_s=round(before[1] + wall_s, 1), val=val, val_set=val_set)  # fmt: skip
     runs[-1]["stages"][name] = stage
     runs[-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write(workdir, runs)

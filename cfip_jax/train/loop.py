@@ -198,8 +198,11 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
 class StageRun:
     """The host side of a stage's loop: its end, and the actions after each step (log, validate, checkpoint)."""
 
-    def __init__(self, config, workdir, name, state, start, ckpt, mesh, budget_state):
+    def __init__(self, config, workdir, name, state, start, ckpt, mesh, budget_state, clock0=None):
         self.config, self.name, self.state, self.ckpt = config, name, state, ckpt
+        # The stage's seconds (the lineage's record): the resumed checkpoint's, then this session's from ``clock0``.
+        self.spent_before = ckpt.read_spent(start) if start > 0 else {"cpu_s": 0.0, "wall_s": 0.0}
+        self.clock0 = clock0 or (time.process_time(), time.perf_counter())
         self.main = jax.process_index() == 0
         self.cfg_dict = ckpt_lib.config_to_dict(config)
         seconds = budget_lib.stage_seconds(config, name)
@@ -319,9 +322,17 @@ class StageRun:
         record.update(val)
         _say(f"{self.name} step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k.count("_") < 3))
 
+    def spent(self) -> dict | None:
+        """The stage's process CPU and wall seconds so far, every session included; None when it resumed a
+        checkpoint that does not record them."""
+        if self.spent_before is None:
+            return None
+        now = (time.process_time(), time.perf_counter())
+        return {k: round(self.spent_before[k] + now[i] - self.clock0[i], 1) for i, k in enumerate(("cpu_s", "wall_s"))}
+
     def checkpoint(self, done: int) -> None:
         snapshot = None if self.budget is None else self.budget.snapshot(done)
-        if self.ckpt.save(done, self.state, self.cfg_dict, snapshot):
+        if self.ckpt.save(done, self.state, self.cfg_dict, snapshot, self.spent()):
             self.last_saved = done
 
     def after_step(self, done: int, first: bool, stop_requested: bool) -> bool:
@@ -373,10 +384,11 @@ def train_stage(config, workdir: str, name: str, *, hooks: Sequence[Hook] = ()) 
       NonFiniteLossError: the loss became non-finite (nothing is saved; the last good checkpoint stays).
       KeyboardInterrupt: after saving a checkpoint of the last completed step.
     """
+    clock0 = (time.process_time(), time.perf_counter())
     mesh = make_mesh()
     with ckpt_lib.StageCheckpointer(workdir, name, config.keep_checkpoints) as ckpt:
         start, state, budget_state = start_state(config, workdir, name, ckpt, mesh)
-        run = StageRun(config, workdir, name, state, start, ckpt, mesh, budget_state)
+        run = StageRun(config, workdir, name, state, start, ckpt, mesh, budget_state, clock0)
         if start > 0 and run.complete(start):
             _say(f"{name}: already complete (step {start}); nothing to do")
             run.close()
@@ -486,13 +498,23 @@ def run(
             steps = int(to_host(out[s].step))
             val_set = "fixed" if config.eval.fixed else "fresh in-distribution datasets"
             val = lineage_lib.last_validation(read_metrics(workdir), s)
+            # The stage's seconds from its last checkpoint (every session that resumed it); a stage resumed from
+            # a checkpoint without that record adds this session's seconds to what the lineage holds.
+            spent = _spent(workdir, s)
+            seconds = spent or dict(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall)
             lineage_lib.add_stage(workdir, s, steps=steps, datasets=steps * _datasets_per_step(config, s),
-                                  cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall,
-                                  val=val, val_set=val_set)  # fmt: skip
+                                  **seconds, val=val, val_set=val_set, cumulative=spent is not None)  # fmt: skip
     if main and "decoder" in out:
         path = export_lib.export_workdir(workdir)  # what inference loads: CondFiP.load(workdir) finds it
         _say(f"export (weights, model.json with the lineage): {path}")
     return out
+
+
+def _spent(workdir: str, name: str) -> dict | None:
+    """The ``spent`` record of stage ``name``'s latest checkpoint (None: none, or it has none)."""
+    with ckpt_lib.StageCheckpointer(workdir, name, keep=1000, async_save=False) as ck:
+        steps = ck.steps()
+        return ck.read_spent(steps[-1]) if steps else None
 
 
 def _datasets_per_step(config, name: str) -> int:
