@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         for k, pts in enumerate(runs):
             arr = np.asarray(pts)
             note = " (from scratch)" if k == 0 else ("" if fitted[k] else " (cut short, not fitted)")
-            ax.plot(arr[:, 0], arr[:, 1], "o-", ms=3, label=f"run {k + 1}{note}")
+            ax.plot(arr[:, 0], arr[:, 1], "o-", ms=3, label=f"lineage entry {k + 1}{note}")
         grid = np.geomspace(fit_pts[:, 0].min(), max(targets.values()) * 1.2, 100)
         ax.plot(grid, law["a"] * grid ** (-law["b"]), "k--", lw=1, label=f"fit: {law['a']:.3g}·N^(−{law['b']:.3f})")
         for t, n in targets.items():
