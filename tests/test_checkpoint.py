@@ -143,3 +143,15 @@ def test_config_compatibility_rules():
             ckpt_lib.check_compatible(base, changed, stage)
     # Decoder settings do not concern the encoder stage.
     ckpt_lib.check_compatible(base, ckpt_lib.config_to_dict(tiny_config(**{"decoder.optim.lr": 1.0})), "encoder")
+
+
+@pytest.mark.parametrize("record", [{"cpu_s": float("nan"), "wall_s": 1.0}, {"cpu_s": -1.0, "wall_s": 1.0},
+                                    {"wall_s": 1.0}, {"cpu_s": "a", "wall_s": 1.0}])  # fmt: skip
+def test_a_seconds_record_that_is_not_two_finite_non_negative_numbers_reads_as_unknown(tmp_path, capsys, record):
+    with StageCheckpointer(str(tmp_path), "encoder", keep=3, async_save=False) as ck:
+        ck.save(1, {"a": np.zeros(2)}, {"seed": 0}, spent={"cpu_s": 2.5, "wall_s": 3.0})
+        ck.save(2, {"a": np.zeros(2)}, {"seed": 0}, spent=record)
+        ck.save(3, {"a": np.zeros(2)}, {"seed": 0})
+        assert ck.read_spent(1) == {"cpu_s": 2.5, "wall_s": 3.0}
+        assert ck.read_spent(2) is None and ck.read_spent(3) is None
+    assert "step 2: its seconds record is unreadable" in capsys.readouterr().out

@@ -19,6 +19,7 @@ optimisation is unchanged (see :func:`relevant_fields`). Run-length and bookkeep
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -214,11 +215,21 @@ class StageCheckpointer:
 
     def read_spent(self, step: int) -> dict | None:
         """Checkpoint ``step``'s ``spent`` record (``{"cpu_s", "wall_s"}``: the stage's seconds up to it), or None
-        when it has none."""
+        when it has none — or one that is unreadable or not two finite non-negative numbers (with a warning): the
+        seconds are then unknown, never guessed."""
         if not os.path.isdir(os.path.join(self.directory, str(step), "spent")):
             return None
-        restored = self.manager.restore(step, args=ocp.args.Composite(spent=ocp.args.JsonRestore()))
-        return {k: float(restored["spent"][k]) for k in ("cpu_s", "wall_s")}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(spent=ocp.args.JsonRestore()))
+            spent = {k: float(restored["spent"][k]) for k in ("cpu_s", "wall_s")}
+            if not all(math.isfinite(v) and v >= 0 for v in spent.values()):
+                raise ValueError(f"not finite non-negative seconds: {spent}")
+        except Exception as e:  # noqa: BLE001 - any read error: the count is unknown
+            if jax.process_index() == 0:
+                print(f"WARNING: checkpoint {self.stage} step {step}: its seconds record is unreadable ({e}); "
+                      "the stage's seconds are counted from this session only", flush=True)  # fmt: skip
+            return None
+        return spent
 
     # -- writing -------------------------------------------------------------------------------------------------
     def save(

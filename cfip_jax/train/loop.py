@@ -494,13 +494,13 @@ def run(
     for s in stages:
         wall, cpu = time.perf_counter(), time.process_time()
         out[s] = train_stage(config, workdir, s, hooks=hooks)
+        # The stage's seconds from its last checkpoint (every session that resumed it; read by every process, as
+        # checkpoints are); a stage resumed from a checkpoint without that record adds this session's seconds.
+        spent = _spent(workdir, s)
         if main:
             steps = int(to_host(out[s].step))
             val_set = "fixed" if config.eval.fixed else "fresh in-distribution datasets"
             val = lineage_lib.last_validation(read_metrics(workdir), s)
-            # The stage's seconds from its last checkpoint (every session that resumed it); a stage resumed from
-            # a checkpoint without that record adds this session's seconds to what the lineage holds.
-            spent = _spent(workdir, s)
             seconds = spent or dict(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall)
             lineage_lib.add_stage(workdir, s, steps=steps, datasets=steps * _datasets_per_step(config, s),
                                   **seconds, val=val, val_set=val_set, cumulative=spent is not None)  # fmt: skip
