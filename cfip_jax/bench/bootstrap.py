@@ -1,7 +1,7 @@
 """Bootstrap intervals: coverage on linear-Gaussian SCMs with known effects, and the time of ``n_boot`` refits.
 
 Usage: ``python -m cfip_jax.bench.bootstrap [--trials 50] [--d 10] [--n 400] [--n-boot 100] [--time-d 20]
-[--dowhy] [--refine closed-form]``.
+[--dowhy] [--refine closed-form] [--max-context trained|all|K]``.
 
 Coverage: each trial draws a random linear-Gaussian SCM (an ER DAG with d nodes and about d edges, weights
 ±U(0.5, 1.5), unit-variance Gaussian noise), n rows from it, and one (treatment, outcome) pair with the treatment an
@@ -13,7 +13,9 @@ Time: ``CondFiP.bootstrap(x, graph, n_boot).effect(...)`` at ``--time-d`` nodes 
 ``--dowhy`` DoWhy-GCM's ``gcm.confidence_intervals(gcm.fit_and_compute(gcm.average_causal_effect, ...))`` with the
 same number of resamples on the same data (``--dowhy-resamples K``: K of them, scaled to ``--n-boot``; each resample
 is a refit). ``--refine closed-form`` bootstraps the closed-form refinement instead of the zero-shot fit (both the
-coverage and the time). Ends with one JSON line.
+coverage and the time). ``--max-context`` is the rows each fit's encoder reads (``CondFiP.bootstrap``'s
+``max_context``: ``trained``, the default, the model's training context; ``all`` every row; or a count), for both the
+coverage and the time. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def pick_pair(rng: np.random.Generator, w: np.ndarray) -> tuple[int, int, float]
 
 
 def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int = 0,
-             refine: str | None = None) -> dict:  # fmt: skip
+             refine: str | None = None, max_context: int | str | None = "trained") -> dict:  # fmt: skip
     rng = np.random.default_rng(seed)
     hits, rel, widths, done = [], [], [], 0
     while done < trials:
@@ -55,24 +57,25 @@ def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int
         if pair is None:
             continue
         i, j, truth = pair
-        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(done), refine=refine)
+        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(done), refine=refine, max_context=max_context)
         e = boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(10_000 + done))
         hits.append(e.low <= truth <= e.high)
         rel.append(abs(e.estimate - truth) / abs(truth))
         widths.append((e.high - e.low) / abs(truth))
         done += 1
-    return dict(trials=trials, d=d, n=n, n_boot=n_boot, refine=refine, coverage=float(np.mean(hits)),
+    return dict(trials=trials, d=d, n=n, n_boot=n_boot, refine=refine, max_context=max_context,
+                coverage=float(np.mean(hits)),
                 median_rel_error=float(np.median(rel)), median_rel_width=float(np.median(widths)))  # fmt: skip
 
 
 def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resamples: int | None = None,
-           refine: str | None = None) -> dict:  # fmt: skip
+           refine: str | None = None, max_context: int | str | None = "trained") -> dict:  # fmt: skip
     rng = np.random.default_rng(1)
     x, adj, w = linear_scm(rng, d, n)
     i, j, _ = pick_pair(rng, w)
 
     def run(seed):
-        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed), refine=refine)
+        boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed), refine=refine, max_context=max_context)
         return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))  # 200 samples per resample
 
     run(0)  # compile
@@ -103,6 +106,16 @@ def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resam
     return out
 
 
+def parse_max_context(text: str) -> int | str | None:
+    """``--max-context``'s value: ``trained``, ``all`` (None: every row) or a row count."""
+    if text in ("trained", "all"):
+        return None if text == "all" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not trained, all or a row count: {text!r}") from None
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m cfip_jax.bench.bootstrap", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="model directory (default: the shipped model)")
@@ -115,16 +128,20 @@ def main(argv=None) -> dict:
     p.add_argument("--dowhy-resamples", type=int, help="DoWhy-GCM's resamples timed (default --n-boot; fewer are "
                    "scaled up linearly to --n-boot: each is a refit)")  # fmt: skip
     p.add_argument("--refine", choices=["closed-form"], help="bootstrap the closed-form refinement (default zero-shot)")
+    p.add_argument("--max-context", default="trained", type=parse_max_context,
+                   help="rows each fit encodes: trained (default), all, or a count")  # fmt: skip
     args = p.parse_args(argv)
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     result = {}
     if args.trials > 0:
-        result.update(coverage(model, args.trials, args.d, args.n, args.n_boot, refine=args.refine))
+        result.update(coverage(model, args.trials, args.d, args.n, args.n_boot, refine=args.refine,
+                               max_context=args.max_context))  # fmt: skip
         print(f"coverage of the 95 % interval over {args.trials} trials (d = {args.d}, n = {args.n}): "
               f"{result['coverage']:.2f}; median relative error {result['median_rel_error']:.3f}, "
               f"median relative width {result['median_rel_width']:.3f}", flush=True)  # fmt: skip
     if args.time_d > 0:
-        result.update(timing(model, args.time_d, args.n, args.n_boot, args.dowhy, args.dowhy_resamples, args.refine))
+        result.update(timing(model, args.time_d, args.n, args.n_boot, args.dowhy, args.dowhy_resamples, args.refine,
+                             args.max_context))  # fmt: skip
         line = (f"bootstrap + effect, d = {args.time_d}, n = {args.n}, {args.n_boot} resamples: "
                 f"{result['cfip_bootstrap_s']} s")  # fmt: skip
         if "dowhy_s" in result:
