@@ -14,6 +14,11 @@ Continued training starts from an export or a workdir::
 
     python train.py --config configs/cpu.py --config.init_from=cfip_jax/assets/pretrained --config.seed=1 \
         --workdir workdir/next
+
+and can deepen the decoder on the way (``--config.init_grow``: the extra adaLN layers start as the identity)::
+
+    python train.py --config configs/cpu.py --config.init_from=cfip_jax/assets/pretrained --config.seed=1 \
+        --config.init_grow=True --config.decoder.model.num_layers=3 --stage decoder --workdir workdir/deeper
 """
 
 import os

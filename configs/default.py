@@ -65,6 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
     # With a workdir as init_from: also carry its latest checkpoint's Adam moments (count, mu, nu) into each stage
     # started from it; the learning-rate schedule (its warm-up included) starts afresh either way.
     c.init_moments = False
+    # With init_from: the config's decoder.model.num_layers may exceed the source's; the extra adaLN layers are
+    # appended after the source's with zero modulation (zero gates: each starts as the identity, so the grown model
+    # computes the source's function) and their other weights freshly drawn. Every other field must still match.
+    c.init_grow = False
 
     c.data = ml_collections.ConfigDict(
         dict(

@@ -7,6 +7,7 @@ import shutil
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -98,6 +99,15 @@ def test_continuation_records_its_lineage(source, tmp_path):
         ({"seed": 0}, "seed 0 was already used"),
         ({"seed": 1, "decoder.model.mlp_dim": 64}, "decoder.model.mlp_dim is 32 there and 64 in the config"),
         ({"seed": 1, "encoder.model.num_layers": 2}, "encoder.model.num_layers is 1 there and 2"),
+        ({"seed": 1, "init_grow": True}, "init_grow needs decoder.model.num_layers above the source's 1, got 1"),
+        (
+            {"seed": 1, "init_grow": True, "decoder.model.num_layers": 2, "decoder.model.mlp_dim": 64},
+            r"decoder.model.mlp_dim is 32 there and 64 in the config \(init_grow adds decoder layers only\)",
+        ),
+        (
+            {"seed": 1, "init_grow": True, "decoder.model.num_layers": 2, "init_moments": True},
+            "init_moments and init_grow exclude each other",
+        ),
     ],
 )
 def test_bad_source_is_refused_before_training(source, tmp_path, overrides, message):
@@ -106,6 +116,45 @@ def test_bad_source_is_refused_before_training(source, tmp_path, overrides, mess
         loop.run(tiny_config(**STEPS, init_from=export, **overrides), str(tmp_path / "w"))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "w").exists()
+
+
+def test_grown_decoder_starts_as_the_source_function_and_its_new_layer_learns(source, tmp_path):
+    """init_grow appends an adaLN layer with zero modulation: the grown decoder's output equals the source's on
+    random inputs and graphs, the new layer's attention and MLP weights are drawn (not zero), and the loss has a
+    gradient on its modulation, so the identity can move."""
+    _, export = source
+    config = tiny_config(**STEPS, init_from=export, seed=1, init_grow=True, **{"decoder.model.num_layers": 2})
+    init_from.check(config)
+    state = loop.state_from_source(config, str(tmp_path / "next"), "decoder", make_mesh())
+    grown = loop.stage_parts(config, "decoder")[0].decoder
+    src = init_from.load_source(export).model
+    assert (src.decoder.config.num_layers, grown.config.num_layers) == (1, 2)
+    params = to_host(state.params)
+    new = params["params"]["layers_1"]
+    assert all(not np.any(x) for x in jax.tree.leaves(new["modulation"]))
+    assert all(np.any(new[part]["kernel"]) for part in ("query", "key", "value", "out"))
+    assert np.any(new["mlp"]["hidden"]["kernel"]) and np.any(new["mlp"]["out"]["kernel"])
+    assert_trees_equal({"params": {k: v for k, v in params["params"].items() if k != "layers_1"}},
+                       src.decoder_params)  # fmt: skip
+    assert_trees_equal(state.ema_params, state.params)
+
+    k = jax.random.split(jax.random.key(3), 3)
+    n_ctx, n_q, nodes, width = 6, 5, 4, grown.config.encoder_dim
+    encoding = jax.random.normal(k[0], (2, n_ctx, nodes, width))
+    z = jax.random.normal(k[1], (2, n_q, nodes))
+    adj = jnp.triu(jax.random.bernoulli(k[2], 0.6, (2, nodes, nodes)).astype(jnp.float32), 1)
+    want = src.decoder.apply(src.decoder_params, z, encoding, adj)
+    got = grown.apply(state.params, z, encoding, adj)
+    assert float(jnp.max(jnp.abs(want))) > 1e-3
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+    grads = jax.grad(lambda p: jnp.sum((grown.apply(p, z, encoding, adj) - z) ** 2))(state.params)
+    assert float(jnp.max(jnp.abs(grads["params"]["layers_1"]["modulation"]["kernel"]))) > 0
+
+
+def test_init_grow_without_a_source_is_refused():
+    with pytest.raises(ValueError, match="init_grow needs init_from"):
+        init_from.check(tiny_config(init_grow=True))
 
 
 def test_missing_source_and_missing_parameter(source, tmp_path):

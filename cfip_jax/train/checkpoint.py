@@ -43,6 +43,7 @@ MAY_DIFFER = (
     "eval",
     "data.pack",  # a layout of the same datasets: the same losses and updates
     "init_moments",  # read only when a stage starts; a resume restores the checkpoint's own optimiser state
+    "init_grow",  # read only when a stage starts from init_from
     # The time budget: once a stage's decay is fixed, its checkpointed BudgetState governs.
     "max_seconds",
     "encoder_share",

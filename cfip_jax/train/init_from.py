@@ -18,8 +18,12 @@ shipped model) or a ``train.py`` workdir — instead of a random initialisation:
   (the data stream is ``fold_in(key(seed), step)``; the same seed would replay the source's first datasets).
 
 A source whose architecture differs from the config's (``encoder.model`` / ``decoder.model``) or whose parameter tree
-does not match it is refused with one line naming the first difference, before anything is traced. The source's
-lineage (:mod:`cfip_jax.train.lineage`) is carried into the run's export.
+does not match it is refused with one line naming the first difference, before anything is traced. The one exception
+is growth in depth (``--config.init_grow``): the config's ``decoder.model.num_layers`` may exceed the source's, and
+the extra adaLN layers are appended after the source's with their modulation (shift, scale and gate) at zero, so each
+starts as the identity and the grown model computes the source's function exactly (adaLN-Zero); their attention and
+MLP weights are freshly drawn, so the gates receive gradients from the first step. A grown run continues the source's
+lineage. The source's lineage (:mod:`cfip_jax.train.lineage`) is carried into the run's export.
 """
 
 from __future__ import annotations
@@ -113,14 +117,24 @@ def check(config) -> Source | None:
     lineage did not use this run's seed. Returns the source. Raises a one-line ``ValueError``."""
     path = config.get("init_from")
     if path is None:
+        if config.get("init_grow"):
+            raise ValueError("init_grow needs init_from: the source whose decoder is grown")
         return None
     source = load_source(path)
+    grow = bool(config.get("init_grow"))
     for net in ("encoder", "decoder"):
-        module = getattr(source.model, net)
-        diff = _first_difference(dict(module.config.to_dict()), dict(config[net]["model"]), f"{net}.model")
+        have = dict(getattr(source.model, net).config.to_dict())
+        want = dict(config[net]["model"])
+        if grow and net == "decoder":
+            _check_growth(path, have.get("num_layers"), want.get("num_layers"))
+            have["num_layers"] = want["num_layers"]
+        diff = _first_difference(have, want, f"{net}.model")
         if diff is not None:
-            raise ValueError(f"init_from {path}: its architecture differs: {diff}")
+            raise ValueError(f"init_from {path}: its architecture differs: {diff}" + (
+                " (init_grow adds decoder layers only)" if grow else ""))  # fmt: skip
     if config.get("init_moments"):
+        if grow:
+            raise ValueError("init_moments and init_grow exclude each other: a grown decoder has no moments to carry")
         _check_workdir_for_moments(path)
     used = sorted({int(r["seed"]) for r in source.lineage if r.get("seed") is not None})
     if int(config.seed) in used:
@@ -131,21 +145,52 @@ def check(config) -> Source | None:
     return source
 
 
-def stage_variables(source: Source, abstract: Any, name: str) -> Any:
+def _check_growth(path: str, have: Any, want: Any) -> None:
+    if not (isinstance(have, int) and isinstance(want, int) and want > have):
+        raise ValueError(
+            f"init_from {path}: init_grow needs decoder.model.num_layers above the source's {have}, got {want}"
+        )
+
+
+def _grown_value(source: Source, name: str, key: str, fresh: dict | None) -> np.ndarray | None:
+    """The start value of parameter ``key`` of a decoder layer the source lacks (``fresh``: a random initialisation's
+    flat parameters), or None when ``key`` is not such a parameter."""
+    if fresh is None or name != "decoder" or key not in fresh:
+        return None
+    parts = key.split("/")
+    layer = next((p for p in parts if p.startswith("layers_")), None)
+    if layer is None or int(layer.split("_")[1]) < source.model.decoder.config.num_layers:
+        return None
+    value = np.asarray(fresh[key], np.float32)
+    return np.zeros_like(value) if "modulation" in parts else value
+
+
+def stage_variables(source: Source, abstract: Any, name: str, fresh: Any = None) -> Any:
     """The source's (EMA) variables of stage ``name``'s network, in the structure of ``abstract`` (the stage's
     abstract ``params``), as float32 device arrays.
+
+    Args:
+      source: the loaded source.
+      abstract: the stage's abstract parameters (the target structure).
+      name: ``"encoder"`` or ``"decoder"``.
+      fresh: growth (``init_grow``): a random initialisation of the config's network; a decoder layer the source
+        lacks (index ≥ its ``num_layers``) takes these weights with its ``modulation`` zeroed (the identity).
 
     Raises:
       ValueError: a parameter missing from either side, or a shape that differs.
     """
     tree = source.model.encoder_params if name == "encoder" else source.model.decoder_params
     have = traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+    fresh_flat = None if fresh is None else traverse_util.flatten_dict(jax.device_get(fresh), sep="/")
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     out = []
     for path, leaf in leaves:
         key = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
         if key not in have:
-            raise ValueError(f"init_from {source.path}: the {name} has no parameter {key!r}")
+            grown = _grown_value(source, name, key, fresh_flat)
+            if grown is None:
+                raise ValueError(f"init_from {source.path}: the {name} has no parameter {key!r}")
+            have[key] = grown
         value = np.asarray(have.pop(key))
         if value.shape != tuple(leaf.shape):
             raise ValueError(

@@ -169,11 +169,15 @@ def _has_checkpoint(workdir: str, name: str) -> bool:
 
 def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) -> TrainState:
     """Stage ``name``'s first state from ``config.init_from`` (:mod:`cfip_jax.train.init_from`): the source's EMA
-    weights as parameters and EMA, a fresh optimiser; stage 2 freezes this workdir's stage-1 EMA encoder, or the
-    source's when this workdir has no stage-1 checkpoint."""
+    weights as parameters and EMA (with ``init_grow``, the decoder's extra layers as identities), a fresh optimiser;
+    stage 2 freezes this workdir's stage-1 EMA encoder, or the source's when this workdir has no stage-1 checkpoint."""
     source = init_lib.load_source(config.init_from)
     abstract = abstract_state(config, name)
-    params = init_lib.stage_variables(source, abstract.params, name)
+    fresh = None
+    if config.get("init_grow") and name == "decoder":  # the layers the source lacks: drawn, then zero-modulated
+        stage, spec, _ = stage_parts(config, name)
+        fresh = jax.jit(lambda k: stage.init(k, spec))(stream_key(config.seed, name, STREAM_INIT))
+    params = init_lib.stage_variables(source, abstract.params, name, fresh)
     frozen = None
     if name == "decoder":
         if _has_checkpoint(workdir, "encoder"):
