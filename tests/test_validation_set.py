@@ -26,6 +26,25 @@ def test_paired_differences_are_per_dataset():
     assert diff["count"] == len(labels) == 96
 
 
+def test_largest_differences_name_the_dataset_that_moves_the_mean():
+    _, labels = validation_set.validation_batch()
+    rng = np.random.default_rng(1)
+    b = rng.uniform(0.1, 0.3, len(labels))
+    a = b + rng.normal(0.0, 0.001, len(labels))
+    a[7] += 0.4  # one dataset breaks: the mean moves by 0.004, the others do not
+    a[50] -= 0.05
+    out = validation_set.largest({"decoder": a}, {"decoder": b, "encoder": b})
+    assert set(out) == {"decoder"}
+    first, second, _ = out["decoder"]["datasets"]
+    assert (first["index"], first["group"], second["index"]) == (7, labels[7], 50)
+    assert first["diff"] == pytest.approx(a[7] - b[7]) and first["this"] == pytest.approx(a[7])
+    rest = np.delete(a - b, 7)
+    w = out["decoder"]["without_largest"]
+    assert w["count"] == len(labels) - 1 and w["mean"] == pytest.approx(rest.mean())
+    assert w["se"] == pytest.approx(rest.std(ddof=1) / np.sqrt(len(rest)))
+    assert abs(w["mean"]) < abs(np.mean(a - b)) / 5
+
+
 def test_against_a_missing_directory_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         validation_set.main([str(tmp_path), "--against", str(tmp_path / "nope")])

@@ -117,6 +117,31 @@ def paired(values: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[
     return {stage: summarize(values[stage] - other[stage]) for stage in values if stage in other}
 
 
+def largest(values: dict[str, np.ndarray], other: dict[str, np.ndarray], k: int = 3) -> dict[str, dict]:
+    """Per stage both hold, the ``k`` datasets whose errors differ most (``values − other``, by magnitude) and the
+    paired mean of the rest without the largest one: a mean over 96 datasets that one dataset moves shows it here.
+
+    Returns:
+      ``{stage: {"datasets": [{"index", "group", "this", "other", "diff"}, …], "without_largest": {"mean", "se",
+      "count"}}}``.
+    """
+    _, labels = validation_batch()
+    out = {}
+    for stage in (s for s in values if s in other):
+        diff = np.asarray(values[stage] - other[stage], np.float64)
+        order = np.argsort(-np.abs(diff), kind="stable")
+        rows = [dict(index=int(i), group=labels[i], this=float(values[stage][i]), other=float(other[stage][i]),
+                     diff=float(diff[i])) for i in order[:k]]  # fmt: skip
+        rest = np.delete(diff, order[0])
+        out[stage] = dict(
+            datasets=rows,
+            without_largest=dict(
+                mean=float(rest.mean()), se=float(rest.std(ddof=1) / np.sqrt(len(rest))), count=int(len(rest))
+            ),  # fmt: skip
+        )
+    return out
+
+
 def per_dataset(path: str) -> dict[str, np.ndarray]:
     """``{stage: errors [96]}`` of a training workdir or an export (stage 2 only when it has a decoder)."""
     from cfip_jax import model_io
@@ -184,6 +209,16 @@ def main(argv: list[str] | None = None) -> dict:
     for suffix, tables, signed in sections:
         for stage, table in tables.items():
             print(f"{stage}{suffix}: {_row(table, signed)}")
+    if other is not None:
+        result["largest"] = largest(values, other)
+        for stage, top in result["largest"].items():
+            rows = "; ".join(f"#{r['index']} {r['group']} {r['other']:.4f} → {r['this']:.4f} ({r['diff']:+.4f})"
+                             for r in top["datasets"])  # fmt: skip
+            rest = top["without_largest"]
+            print(
+                f"{stage} (largest differences, --against → this): {rows}; the other {rest['count']}: "
+                f"{rest['mean']:+.4f} ± {rest['se']:.4f}"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
