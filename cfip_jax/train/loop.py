@@ -173,9 +173,9 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
     stage 2 freezes this workdir's stage-1 EMA encoder, or the source's when this workdir has no stage-1 checkpoint."""
     source = init_lib.load_source(config.init_from)
     abstract = abstract_state(config, name)
+    stage, spec, tx = stage_parts(config, name)
     fresh = None
     if config.get("init_grow") and name == "decoder":  # the layers the source lacks: drawn, then zero-modulated
-        stage, spec, _ = stage_parts(config, name)
         fresh = jax.jit(lambda k: stage.init(k, spec))(stream_key(config.seed, name, STREAM_INIT))
     params = init_lib.stage_variables(source, abstract.params, name, fresh)
     frozen = None
@@ -185,7 +185,6 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
         else:
             frozen = init_lib.stage_variables(source, abstract.frozen, "encoder")
             _say("decoder: no stage-1 checkpoint here; the source's encoder is frozen inside stage 2")
-    tx = stage_parts(config, name)[2]
     state = jax.jit(lambda p, f: TrainState.create(p, tx, f), out_shardings=replicated(mesh))(params, frozen)
     how = "fresh optimiser"
     if config.get("init_moments"):

@@ -98,11 +98,11 @@ def summarize(values: np.ndarray) -> dict[str, dict[str, float]]:
         groups[func] = np.char.startswith(labels_arr, func + "/")
         for d in NODE_COUNTS:
             groups[f"{func}/{d}"] = labels_arr == f"{func}/{d}"
-    out = {}
-    for name, sel in groups.items():
-        v = values[sel]
-        out[name] = dict(mean=float(v.mean()), se=float(v.std(ddof=1) / np.sqrt(len(v))), count=int(len(v)))
-    return out
+    return {name: _mean_se(values[sel]) for name, sel in groups.items()}
+
+
+def _mean_se(v: np.ndarray) -> dict[str, float]:
+    return dict(mean=float(v.mean()), se=float(v.std(ddof=1) / np.sqrt(len(v))), count=int(len(v)))
 
 
 def score(path: str) -> dict[str, dict]:
@@ -132,13 +132,7 @@ def largest(values: dict[str, np.ndarray], other: dict[str, np.ndarray], k: int 
         order = np.argsort(-np.abs(diff), kind="stable")
         rows = [dict(index=int(i), group=labels[i], this=float(values[stage][i]), other=float(other[stage][i]),
                      diff=float(diff[i])) for i in order[:k]]  # fmt: skip
-        rest = np.delete(diff, order[0])
-        out[stage] = dict(
-            datasets=rows,
-            without_largest=dict(
-                mean=float(rest.mean()), se=float(rest.std(ddof=1) / np.sqrt(len(rest))), count=int(len(rest))
-            ),  # fmt: skip
-        )
+        out[stage] = dict(datasets=rows, without_largest=_mean_se(np.delete(diff, order[0])))
     return out
 
 
