@@ -34,6 +34,8 @@ def optim(lr: float, weight_decay: float, warmup_steps: int, decay_steps: int) -
             decay_steps=decay_steps,  # the cosine reaches end_lr here (includes the warm-up)
             end_lr=0.0,  # floor after decay_steps (the reference's cosine cycles instead)
             decay_fraction=0.2,  # time-budgeted runs (max_seconds): the final share of the budget spent decaying
+            layer_lr_from=0,  # with layer_lr_factor != 1: the first adaLN layer (layers_k, k >= it) to scale
+            layer_lr_factor=1.0,  # e.g. 8 on a grown decoder's new layers (init_grow) so that they open
         )
     )
 

@@ -11,7 +11,10 @@ after ``decay_steps`` (optax's ``warmup_cosine_decay_schedule``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import jax
 import optax
 
 from cfip_jax import validation as V
@@ -31,6 +34,31 @@ def check_optim_config(cfg, name: str = "optim") -> None:
         raise ValueError(f"{name}.warmup_steps ({warmup}) must be < {name}.decay_steps ({decay})")
     if float(cfg.end_lr) > float(cfg.lr):
         raise ValueError(f"{name}.end_lr ({cfg.end_lr}) must be <= {name}.lr ({cfg.lr})")
+    _check_layer_rate(cfg, name)
+
+
+def _check_layer_rate(cfg, name: str) -> None:
+    V.check_int(cfg.get("layer_lr_from", 0), f"{name}.layer_lr_from", minimum=0)
+    factor = float(cfg.get("layer_lr_factor", 1.0))
+    if not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"{name}.layer_lr_factor must be a finite number > 0, got {cfg.get('layer_lr_factor')!r}")
+
+
+def layer_mask(first: int) -> Callable[[Any], Any]:
+    """A mask function for ``optax.masked``: True on the parameters of the layers ``layers_k`` with ``k >= first``
+    (the first ``layers_<k>`` name on a parameter's path decides; a parameter outside any such layer is False)."""
+
+    def mask(params: Any) -> Any:
+        def pick(path, _leaf) -> bool:
+            for part in path:
+                label = str(getattr(part, "key", getattr(part, "name", part)))
+                if label.startswith("layers_") and label[len("layers_") :].isdigit():
+                    return int(label[len("layers_") :]) >= first
+            return False
+
+        return jax.tree_util.tree_map_with_path(pick, params)
+
+    return mask
 
 
 def learning_rate_schedule(cfg, *, budgeted: bool = False) -> optax.Schedule:
@@ -69,12 +97,18 @@ def make_optimizer(cfg, *, budgeted: bool = False) -> optax.GradientTransformati
 
     Args:
       cfg: an ``optim`` config block (``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``warmup_steps``,
-        ``decay_steps``, ``end_lr``).
+        ``decay_steps``, ``end_lr``; optional ``layer_lr_from`` / ``layer_lr_factor``: the updates of the layers
+        ``layers_k``, ``k >= layer_lr_from``, are multiplied by ``layer_lr_factor``; with the factor 1 the state is
+        the plain chain's).
       budgeted: see :func:`learning_rate_schedule`.
     """
     check_optim_config(cfg)
-    return optax.chain(
+    parts = [
         optax.add_decayed_weights(float(cfg.weight_decay)),
         optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)),
         optax.scale_by_learning_rate(learning_rate_schedule(cfg, budgeted=budgeted)),
-    )
+    ]
+    factor = float(cfg.get("layer_lr_factor", 1.0))
+    if factor != 1.0:  # the later layers' rate ×factor (e.g. a grown decoder's new layers, so that they open)
+        parts.append(optax.masked(optax.scale(factor), layer_mask(int(cfg.get("layer_lr_from", 0)))))
+    return optax.chain(*parts)
