@@ -19,6 +19,9 @@ and can deepen the decoder on the way (``--config.init_grow``: the extra adaLN l
 
     python train.py --config configs/cpu.py --config.init_from=cfip_jax/assets/pretrained --config.seed=1 \
         --config.init_grow=True --config.decoder.model.num_layers=3 --stage decoder --workdir workdir/deeper
+
+where ``--config.decoder.optim.layer_lr_from=2 --config.decoder.optim.layer_lr_factor=8`` gives the new layers eight
+times the rate of the others, so that the identities open within one run.
 """
 
 import os
