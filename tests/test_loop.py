@@ -29,6 +29,8 @@ from cfip_jax.train.step import StepConfig, make_train_step
         ({"encoder.grad_accum": 0}, "encoder.grad_accum"),
         ({"data.graphs": ("lattice",)}, "graph family"),
         ({"eval.funcs": ("rff",)}, "eval.funcs"),
+        ({"encoder.optim.layer_lr_factor": 8.0}, "only the decoder's adaLN layers"),
+        ({"decoder.optim.layer_lr_factor": 8.0, "decoder.optim.layer_lr_from": 9}, "layer_lr_from \\(9\\)"),
     ],
 )
 def test_bad_config_is_refused_before_training(overrides, message, tmp_path):

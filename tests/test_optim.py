@@ -101,3 +101,11 @@ def test_layer_rate_fields_are_checked(field, value, needle):
     cfg[field] = value
     with pytest.raises(ValueError, match=needle):
         make_optimizer(ml_collections.ConfigDict(cfg))
+
+
+def test_layer_rate_factor_that_scales_nothing_is_refused():
+    """A factor whose layers do not exist (beyond the last layer, or the encoder's differently named layers)."""
+    cfg = dict(lr=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, warmup_steps=2, decay_steps=10, end_lr=0.0)
+    tx = make_optimizer(ml_collections.ConfigDict(dict(cfg, layer_lr_from=3, layer_lr_factor=8.0)))
+    with pytest.raises(ValueError, match="no parameter lies in a layer layers_k with k >= 3"):
+        tx.init(_layered_params())

@@ -93,7 +93,21 @@ def check_config(config, num_devices: int | None = None) -> None:
         V.check_int(stage.steps, f"{name}.steps", minimum=0)
         V.check_int(stage.grad_accum, f"{name}.grad_accum", minimum=1)
         check_optim_config(stage.optim, f"{name}.optim")
+        _check_layer_rate(config, name)
         EMAConfig.from_config(stage.ema)
+
+
+def _check_layer_rate(config, name: str) -> None:
+    """A layer-rate factor must scale some layer: only the decoder's adaLN layers ``layers_k`` take one."""
+    optim = config[name].optim
+    if float(optim.get("layer_lr_factor", 1.0)) == 1.0:
+        return
+    first = int(optim.get("layer_lr_from", 0))
+    if name != "decoder":
+        raise ValueError(f"{name}.optim.layer_lr_factor: only the decoder's adaLN layers take a layer rate")
+    if first >= int(config.decoder.model.num_layers):
+        raise ValueError(f"decoder.optim.layer_lr_from ({first}) must be below decoder.model.num_layers "
+                         f"({config.decoder.model.num_layers}): no layer would be scaled")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -46,17 +46,22 @@ def _check_layer_rate(cfg, name: str) -> None:
 
 def layer_mask(first: int) -> Callable[[Any], Any]:
     """A mask function for ``optax.masked``: True on the parameters of the layers ``layers_k`` with ``k >= first``
-    (the first ``layers_<k>`` name on a parameter's path decides; a parameter outside any such layer is False)."""
+    (the first ``layers_<k>`` name on a parameter's path decides; a parameter outside any such layer is False).
+    Applied to parameters none of which it selects (e.g. the encoder's, whose layers are named otherwise), it raises
+    a one-line ``ValueError``: a rate factor that scales nothing is a mistake, not a no-op."""
+
+    def pick(path, _leaf) -> bool:
+        for part in path:
+            label = str(getattr(part, "key", getattr(part, "name", part)))
+            if label.startswith("layers_") and label[len("layers_") :].isdigit():
+                return int(label[len("layers_") :]) >= first
+        return False
 
     def mask(params: Any) -> Any:
-        def pick(path, _leaf) -> bool:
-            for part in path:
-                label = str(getattr(part, "key", getattr(part, "name", part)))
-                if label.startswith("layers_") and label[len("layers_") :].isdigit():
-                    return int(label[len("layers_") :]) >= first
-            return False
-
-        return jax.tree_util.tree_map_with_path(pick, params)
+        selected = jax.tree_util.tree_map_with_path(pick, params)
+        if not any(jax.tree.leaves(selected)):
+            raise ValueError(f"layer_lr_factor: no parameter lies in a layer layers_k with k >= {first}")
+        return selected
 
     return mask
 
