@@ -93,11 +93,11 @@ def check_config(config, num_devices: int | None = None) -> None:
         V.check_int(stage.steps, f"{name}.steps", minimum=0)
         V.check_int(stage.grad_accum, f"{name}.grad_accum", minimum=1)
         check_optim_config(stage.optim, f"{name}.optim")
-        _check_layer_rate(config, name)
+        _check_layer_rate_target(config, name)
         EMAConfig.from_config(stage.ema)
 
 
-def _check_layer_rate(config, name: str) -> None:
+def _check_layer_rate_target(config, name: str) -> None:
     """A layer-rate factor must scale some layer: only the decoder's adaLN layers ``layers_k`` take one."""
     optim = config[name].optim
     if float(optim.get("layer_lr_factor", 1.0)) == 1.0:
