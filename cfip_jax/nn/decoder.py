@@ -28,6 +28,17 @@ from cfip_jax.nn.encoder import parent_mask, zero_padded
 from cfip_jax.nn.layers import AdaLNBlock, PreLNBlock, dense, layer_norm, tokens_dense
 
 
+def adaln_layer_index(labels) -> int | None:
+    """The index k of the adaLN layer a parameter lies in, from its path's labels (Flax names the decoder's
+    ``self.layers`` list ``layers_<k>``; the first such label decides), or None outside those layers — the
+    ``data_*_layers_<k>`` blocks included."""
+    for label in labels:
+        label = str(label)
+        if label.startswith("layers_") and label[len("layers_") :].isdigit():
+            return int(label[len("layers_") :])
+    return None
+
+
 @flax.struct.dataclass
 class Conditioning:
     """Dataset-conditioned per-node embeddings, each ``[B, 1, N, D]`` float32.

@@ -41,6 +41,7 @@ from flax import traverse_util
 
 from cfip_jax import model_io
 from cfip_jax.model import TrainedModel
+from cfip_jax.nn.decoder import adaln_layer_index
 from cfip_jax.train import checkpoint as ckpt_lib
 
 
@@ -158,8 +159,8 @@ def _grown_value(source: Source, name: str, key: str, fresh: dict | None) -> np.
     if fresh is None or name != "decoder" or key not in fresh:
         return None
     parts = key.split("/")
-    layer = next((p for p in parts if p.startswith("layers_")), None)
-    if layer is None or int(layer.split("_")[1]) < source.model.decoder.config.num_layers:
+    layer = adaln_layer_index(parts)
+    if layer is None or layer < source.model.decoder.config.num_layers:
         return None
     value = np.asarray(fresh[key], np.float32)
     return np.zeros_like(value) if "modulation" in parts else value

@@ -18,6 +18,7 @@ import jax
 import optax
 
 from cfip_jax import validation as V
+from cfip_jax.nn.decoder import adaln_layer_index
 
 
 def check_optim_config(cfg, name: str = "optim") -> None:
@@ -51,11 +52,8 @@ def layer_mask(first: int) -> Callable[[Any], Any]:
     a one-line ``ValueError``: a rate factor that scales nothing is a mistake, not a no-op."""
 
     def pick(path, _leaf) -> bool:
-        for part in path:
-            label = str(getattr(part, "key", getattr(part, "name", part)))
-            if label.startswith("layers_") and label[len("layers_") :].isdigit():
-                return int(label[len("layers_") :]) >= first
-        return False
+        k = adaln_layer_index(getattr(p, "key", getattr(p, "name", p)) for p in path)
+        return k is not None and k >= first
 
     def mask(params: Any) -> Any:
         selected = jax.tree_util.tree_map_with_path(pick, params)
