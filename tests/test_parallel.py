@@ -112,33 +112,40 @@ def test_two_processes_reach_the_same_parameters_as_one(tmp_path):
         JAX_PLATFORMS="cpu",
     )
     two = tmp_path / "two"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "train.py", "--config=configs/test.py", f"--workdir={two}", *overrides]
-            + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    # Each process writes to a file, not a pipe: a pipe is read only after this process's own run below, and a
+    # process whose pipe fills meanwhile blocks before JAX's shutdown barrier, which the other process then leaves
+    # on a timeout (an abort, in a loaded CI run).
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "train.py", "--config=configs/test.py", f"--workdir={two}", *overrides]
+                    + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
     config = test.get_config()
     config.encoder.steps = steps
     config.checkpoint_every = steps
     config.encoder.optim.eps = eps
     one = loop.run(config, str(tmp_path / "one"), ("encoder",))["encoder"]  # meanwhile, in this process
-    outputs = []
     for p in procs:
         try:
-            outputs.append(p.communicate(timeout=300)[0])
+            p.wait(timeout=300)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
             raise
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    outputs = [log.read_text() for log in logs]
+    for i, p in enumerate(procs):
+        tails = "\n".join(f"--- process {j}:\n{out[-2000:]}" for j, out in enumerate(outputs))
+        assert p.returncode == 0, f"process {i} exited with {p.returncode}\n{tails}"
     assert "4 device(s) in 2 process(es)" in outputs[0]
 
     step, restored = loop.load_state(config, str(two), "encoder")
