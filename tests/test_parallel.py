@@ -13,6 +13,7 @@ from helpers import REPO
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P  # noqa: N817
 
+from cfip_jax import model_io
 from cfip_jax.train import loop
 from cfip_jax.train.ema import EMAConfig
 from cfip_jax.train.optim import learning_rate_schedule, make_optimizer
@@ -100,10 +101,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_reach_the_same_parameters_as_one(tmp_path):
-    """train.py as 2 processes × 2 CPU devices over 127.0.0.1 vs this process with 4 devices (same global mesh)."""
+    """train.py as 2 processes × 2 CPU devices over 127.0.0.1 vs this process with 4 devices (same global mesh); the
+    two processes also run stage 2 and write the export."""
     steps = 3
     eps = 1e-4  # see test_sharded_step_equals_single_device_step
-    overrides = [f"--config.encoder.steps={steps}", f"--config.checkpoint_every={steps}", "--stage=encoder"]
+    # Both stages (the decoder one step): the export at the end reads the stage-2 checkpoint in every process.
+    overrides = [f"--config.encoder.steps={steps}", f"--config.checkpoint_every={steps}", "--stage=both"]
+    overrides.append("--config.decoder.steps=1")
     overrides.append(f"--config.encoder.optim.eps={eps}")
     port = _free_port()
     env = dict(os.environ)
@@ -147,6 +151,9 @@ def test_two_processes_reach_the_same_parameters_as_one(tmp_path):
         tails = "\n".join(f"--- process {j}:\n{out[-2000:]}" for j, out in enumerate(outputs))
         assert p.returncode == 0, f"process {i} exited with {p.returncode}\n{tails}"
     assert "4 device(s) in 2 process(es)" in outputs[0]
+
+    exported = model_io.load_export(two / model_io.WORKDIR_EXPORT)  # verified: checksums, tree, finiteness
+    assert exported.info["decoder_step"] == 1
 
     step, restored = loop.load_state(config, str(two), "encoder")
     assert step == steps

@@ -19,15 +19,13 @@ import os
 import pathlib
 import sys
 
-import jax
 import ml_collections
-import numpy as np
 
 from cfip_jax import model_io
 from cfip_jax.model import TrainedModel, build_networks
 from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import lineage as lineage_lib
-from cfip_jax.train.parallel import make_mesh, replicated
+from cfip_jax.train.parallel import make_mesh, replicated, to_host
 from cfip_jax.train.state import abstract_state
 
 DIRNAME = model_io.WORKDIR_EXPORT
@@ -47,16 +45,22 @@ def load_workdir(workdir: str | os.PathLike) -> TrainedModel:
         step, state, saved = restored
     encoder, decoder = build_networks(config)
     info = dict(source=os.path.abspath(workdir), decoder_step=int(step), run_config=saved)
-    to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
-    return TrainedModel(encoder, to_np(state.frozen), decoder, to_np(state.ema_params), info)
+    return TrainedModel(encoder, to_host(state.frozen), decoder, to_host(state.ema_params), info)
 
 
-def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> pathlib.Path:
+def export_workdir(
+    workdir: str | os.PathLike, out: str | os.PathLike | None = None, *, write: bool = True
+) -> pathlib.Path:
     """Export the EMA networks of ``workdir``'s latest stage-2 checkpoint with its lineage; returns the directory
-    (default ``{workdir}/export``). Raises ``ValueError`` when the workdir has no stage-2 checkpoint."""
+    (default ``{workdir}/export``). Raises ``ValueError`` when the workdir has no stage-2 checkpoint.
+
+    In a run of several processes every process must call this (reading the checkpoint is collective: Orbax opens
+    it with a barrier, and the arrays span every process's devices), with ``write`` true in one of them."""
     workdir = os.fspath(workdir)
     out = pathlib.Path(out if out is not None else os.path.join(workdir, DIRNAME)).absolute()
     model = load_workdir(workdir)
+    if not write:
+        return out
     runs = lineage_lib.read(workdir)
     model_io.export(model, out, lineage=runs, totals=lineage_lib.totals(runs))
     return out

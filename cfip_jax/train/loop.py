@@ -50,7 +50,7 @@ from cfip_jax.train import validation_set
 from cfip_jax.train.ema import EMAConfig
 from cfip_jax.train.metrics_writer import MetricWriter, read_metrics
 from cfip_jax.train.optim import check_optim_config, learning_rate_schedule, make_optimizer
-from cfip_jax.train.parallel import local_batch_size, make_mesh, replicated, to_host
+from cfip_jax.train.parallel import compiled_together, local_batch_size, make_mesh, replicated, to_host
 from cfip_jax.train.restore import load_encoder_ema, load_state  # noqa: F401  (load_state: part of the loop's API)
 from cfip_jax.train.stage import STAGES, build_stage, data_spec
 from cfip_jax.train.state import TrainState, abstract_state, create_state, stage_parts
@@ -237,6 +237,7 @@ class StageRun:
         eval_spec = data_spec(config, local_batch_size(config.eval.batch_size, mesh, "eval.batch_size"),
                               config.eval.funcs)  # fmt: skip
         self.eval_fn = make_eval_step(stage, eval_spec, config.seed, mesh)
+        self.eval_compiled = False  # several processes: compiled before its first call (parallel.compiled_together)
         self.families = eval_families(eval_spec)
         self.log_t, self.log_step = time.perf_counter(), start
         if self.budget is None:
@@ -318,6 +319,10 @@ class StageRun:
         if self.config.eval.fixed:
             return self.validate_fixed(done, record)
         totals: dict[str, np.ndarray] = {}
+        if jax.process_count() > 1 and not self.eval_compiled:
+            args = (self.state.ema_params, self.state.frozen, done, 0)
+            self.eval_fn = compiled_together(self.eval_fn, *args, name=f"{self.name}_eval_step")
+            self.eval_compiled = True
         for index in range(self.config.eval.num_batches):
             out = to_host(self.eval_fn(self.state.ema_params, self.state.frozen, done, index))
             for k, v in out.items():
@@ -442,6 +447,8 @@ def _step_fn(config, name: str, mesh: jax.sharding.Mesh) -> Callable:
 
 def _train_loop(run: StageRun, train_step: Callable, start: int, hooks: Sequence[Hook]) -> TrainState:
     done, first, t0 = start, True, time.perf_counter()
+    if jax.process_count() > 1:
+        train_step = compiled_together(train_step, run.state, run.lr_scale(done), name=f"{run.name}_train_step")
     try:
         with _InterruptFlag() as interrupt:
             while True:
@@ -521,8 +528,8 @@ def run(
             seconds = spent or dict(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall)
             lineage_lib.add_stage(workdir, s, steps=steps, datasets=steps * _datasets_per_step(config, s),
                                   **seconds, val=val, val_set=val_set, cumulative=spent is not None)  # fmt: skip
-    if main and "decoder" in out:
-        path = export_lib.export_workdir(workdir)  # what inference loads: CondFiP.load(workdir) finds it
+    if "decoder" in out:  # what inference loads: CondFiP.load(workdir) finds it; every process reads, one writes
+        path = export_lib.export_workdir(workdir, write=main)
         _say(f"export (weights, model.json with the lineage): {path}")
     return out
 

@@ -7,11 +7,13 @@ the compiled step, so no batch crosses the host.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P  # noqa: N817
 
@@ -46,3 +48,23 @@ def to_host(tree: Any) -> Any:
         return np.asarray(x)
 
     return jax.tree.map(fetch, tree)
+
+
+_BARRIERS = itertools.count()
+BARRIER_TIMEOUT_S = 3600  # compiling one program on a loaded host can take minutes; a dead process still ends a run
+
+
+def compiled_together(jitted: Callable, *args: Any, name: str) -> Callable:
+    """``jitted`` compiled for ``args``; in a run of several processes, every process then waits for the others.
+
+    XLA's CPU collectives (Gloo) open their connections when a compiled program first runs and give a late process
+    30 s to join, while one process can compile minutes after another on a loaded host. So each process compiles
+    first and they meet at a barrier of JAX's coordination service (timeout :data:`BARRIER_TIMEOUT_S`), then run the
+    program together. Call it in every process, in the same order; ``name`` says which program (for a timeout's
+    message). With one process it only compiles.
+    """
+    compiled = jitted.lower(*args).compile()
+    if jax.process_count() > 1:
+        sync = ocp.multihost.get_barrier_sync_fn()
+        sync(key=f"cfip_compiled_{next(_BARRIERS)}_{name}", timeout_ms=BARRIER_TIMEOUT_S * 1000)
+    return compiled
