@@ -237,7 +237,7 @@ class StageRun:
         eval_spec = data_spec(config, local_batch_size(config.eval.batch_size, mesh, "eval.batch_size"),
                               config.eval.funcs)  # fmt: skip
         self.eval_fn = make_eval_step(stage, eval_spec, config.seed, mesh)
-        self.eval_compiled = False  # several processes: compiled before its first call (parallel.compiled_together)
+        self.eval_compiled = False  # passed through parallel.compiled_together before its first call
         self.families = eval_families(eval_spec)
         self.log_t, self.log_step = time.perf_counter(), start
         if self.budget is None:
@@ -319,7 +319,7 @@ class StageRun:
         if self.config.eval.fixed:
             return self.validate_fixed(done, record)
         totals: dict[str, np.ndarray] = {}
-        if jax.process_count() > 1 and not self.eval_compiled:
+        if not self.eval_compiled:
             args = (self.state.ema_params, self.state.frozen, done, 0)
             self.eval_fn = compiled_together(self.eval_fn, *args, name=f"{self.name}_eval_step")
             self.eval_compiled = True
@@ -447,8 +447,7 @@ def _step_fn(config, name: str, mesh: jax.sharding.Mesh) -> Callable:
 
 def _train_loop(run: StageRun, train_step: Callable, start: int, hooks: Sequence[Hook]) -> TrainState:
     done, first, t0 = start, True, time.perf_counter()
-    if jax.process_count() > 1:
-        train_step = compiled_together(train_step, run.state, run.lr_scale(done), name=f"{run.name}_train_step")
+    train_step = compiled_together(train_step, run.state, run.lr_scale(done), name=f"{run.name}_train_step")
     try:
         with _InterruptFlag() as interrupt:
             while True:

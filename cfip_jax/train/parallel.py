@@ -55,16 +55,17 @@ BARRIER_TIMEOUT_S = 3600  # compiling one program on a loaded host can take minu
 
 
 def compiled_together(jitted: Callable, *args: Any, name: str) -> Callable:
-    """``jitted`` compiled for ``args``; in a run of several processes, every process then waits for the others.
+    """In a run of several processes: ``jitted`` compiled for ``args``, after which every process waits for the others.
 
     XLA's CPU collectives (Gloo) open their connections when a compiled program first runs and give a late process
     30 s to join, while one process can compile minutes after another on a loaded host. So each process compiles
     first and they meet at a barrier of JAX's coordination service (timeout :data:`BARRIER_TIMEOUT_S`), then run the
     program together. Call it in every process, in the same order; ``name`` says which program (for a timeout's
-    message). With one process it only compiles.
+    message). With one process it returns ``jitted`` itself (compiled on its first call, as always).
     """
+    if jax.process_count() == 1:
+        return jitted
     compiled = jitted.lower(*args).compile()
-    if jax.process_count() > 1:
-        sync = ocp.multihost.get_barrier_sync_fn()
-        sync(key=f"cfip_compiled_{next(_BARRIERS)}_{name}", timeout_ms=BARRIER_TIMEOUT_S * 1000)
+    sync = ocp.multihost.get_barrier_sync_fn()
+    sync(key=f"cfip_compiled_{next(_BARRIERS)}_{name}", timeout_ms=BARRIER_TIMEOUT_S * 1000)
     return compiled
