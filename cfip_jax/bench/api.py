@@ -101,36 +101,54 @@ def main(argv: list[str] | None = None) -> dict:
             rows = len(x) if encoded is None else len(encoded)
             print(f"d = {d}: fit + sample(400) {out[key]:.4f} s ({rows} of {len(x)} rows encoded)", flush=True)
 
-        def refined_fit_and_sample(x=x, adj=adj, refine="auto"):
-            scm = model.fit(x, adj, refine=refine)
-            jax.block_until_ready(scm.sample(400, jax.random.key(0)))
-            return scm
-
-        key = f"fit_refine_closed_form_sample400_d{d}_s"
-        out[key] = round(_median_time(lambda: refined_fit_and_sample(refine="closed-form"), args.reps), 4)
-        print(f"d = {d}: fit(refine='closed-form') + sample(400) {out[key]:.3f} s", flush=True)
-        if args.refine_reps:  # 0: no timing of refine="auto" (its keys are left out, not NaN)
-            key = f"fit_refine_auto_sample400_d{d}_s"
-            out[key] = round(_median_time(refined_fit_and_sample, args.refine_reps), 4)
-            scm = refined_fit_and_sample()
-            out[f"refine_auto_steps_d{d}"] = scm.refined_steps
-            print(
-                f"d = {d}: fit(refine='auto') + sample(400) {out[key]:.3f} s ({scm.refined_steps} steps; held-out "
-                f"objective {scm.refine_loss[0]:.4f} -> {scm.refine_loss[1]:.4f})",
-                flush=True,
-            )
-        dowhy = _dowhy_fit_seconds(x, adj)
-        if dowhy is not None:
-            out[f"dowhy_fit_d{d}_s"] = round(dowhy, 3)
-            print(f"d = {d}: DoWhy-GCM assign + fit {dowhy:.3f} s", flush=True)
-            for label, refine in (("", None), ("_refine_auto", "auto"))[: 2 if args.refine_reps else 1]:
-                key = f"bridge_fit_gcm{label}_d{d}_s"
-                out[key] = round(_bridge_seconds(model, x, adj, refine, max(args.refine_reps, 1)), 3)
-                print(f"d = {d}: DoWhy bridge fit_gcm(refine={refine!r}) {out[key]:.3f} s", flush=True)
+        out.update(_refined_times(model, x, adj, d, args.reps, args.refine_reps))
+        out.update(_dowhy_times(model, x, adj, d, args.refine_reps))
     if args.memory_rows:
         out["refine_d100_peak_rss_gb"] = _refine_memory(model, args.memory_rows)
         print(f"d = 100, n = {args.memory_rows}: refinement peak RSS {out['refine_d100_peak_rss_gb']:.2f} GB")
     print(json.dumps(out))
+    return out
+
+
+def _refined_times(model: CondFiP, x: np.ndarray, adj: np.ndarray, d: int, reps: int, refine_reps: int) -> dict:
+    """``fit(refine="closed-form")`` + ``sample(400)`` (``reps`` timed runs), and ``refine="auto"`` with its steps
+    (``refine_reps`` timed runs; none, and no keys, when 0)."""
+    out = {}
+
+    def refined_fit_and_sample(refine="auto"):
+        scm = model.fit(x, adj, refine=refine)
+        jax.block_until_ready(scm.sample(400, jax.random.key(0)))
+        return scm
+
+    key = f"fit_refine_closed_form_sample400_d{d}_s"
+    out[key] = round(_median_time(lambda: refined_fit_and_sample(refine="closed-form"), reps), 4)
+    print(f"d = {d}: fit(refine='closed-form') + sample(400) {out[key]:.3f} s", flush=True)
+    if refine_reps:
+        key = f"fit_refine_auto_sample400_d{d}_s"
+        out[key] = round(_median_time(refined_fit_and_sample, refine_reps), 4)
+        scm = refined_fit_and_sample()
+        out[f"refine_auto_steps_d{d}"] = scm.refined_steps
+        print(
+            f"d = {d}: fit(refine='auto') + sample(400) {out[key]:.3f} s ({scm.refined_steps} steps; held-out "
+            f"objective {scm.refine_loss[0]:.4f} -> {scm.refine_loss[1]:.4f})",
+            flush=True,
+        )
+    return out
+
+
+def _dowhy_times(model: CondFiP, x: np.ndarray, adj: np.ndarray, d: int, refine_reps: int) -> dict:
+    """DoWhy-GCM's fit and the DoWhy bridge's (zero-shot; refined too unless ``refine_reps`` is 0); empty without
+    DoWhy."""
+    out = {}
+    dowhy = _dowhy_fit_seconds(x, adj)
+    if dowhy is None:
+        return out
+    out[f"dowhy_fit_d{d}_s"] = round(dowhy, 3)
+    print(f"d = {d}: DoWhy-GCM assign + fit {dowhy:.3f} s", flush=True)
+    for label, refine in (("", None), ("_refine_auto", "auto"))[: 2 if refine_reps else 1]:
+        key = f"bridge_fit_gcm{label}_d{d}_s"
+        out[key] = round(_bridge_seconds(model, x, adj, refine, max(refine_reps, 1)), 3)
+        print(f"d = {d}: DoWhy bridge fit_gcm(refine={refine!r}) {out[key]:.3f} s", flush=True)
     return out
 
 
