@@ -145,9 +145,10 @@ def _dowhy_times(model: CondFiP, x: np.ndarray, adj: np.ndarray, d: int, refine_
         return out
     out[f"dowhy_fit_d{d}_s"] = round(dowhy, 3)
     print(f"d = {d}: DoWhy-GCM assign + fit {dowhy:.3f} s", flush=True)
-    for label, refine in (("", None), ("_refine_auto", "auto"))[: 2 if refine_reps else 1]:
+    arms = [("", None, max(refine_reps, 1))] + ([("_refine_auto", "auto", refine_reps)] if refine_reps else [])
+    for label, refine, reps in arms:
         key = f"bridge_fit_gcm{label}_d{d}_s"
-        out[key] = round(_bridge_seconds(model, x, adj, refine, max(refine_reps, 1)), 3)
+        out[key] = round(_bridge_seconds(model, x, adj, refine, reps), 3)
         print(f"d = {d}: DoWhy bridge fit_gcm(refine={refine!r}) {out[key]:.3f} s", flush=True)
     return out
 
