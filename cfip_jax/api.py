@@ -110,14 +110,15 @@ class CondFiP:
         nodes: Sequence[str] | None = None,
         noise_model: str = "empirical",
         max_context: int | str | None = "trained",
-        chunk: int = 10,
+        chunk: int = 4,
         refine_config: refine_lib.RefineConfig | None = None,
     ) -> bootstrap_lib.BootstrapSCM:
         """:meth:`fit` on ``n_boot`` resamples of the rows (drawn with replacement from ``key``) and on the rows
         themselves: a :class:`cfip_jax.bootstrap.BootstrapSCM` whose ``effect`` answers with an interval at
         ``level`` and whose ``sample`` / ``intervene`` give one set per resample.
 
-        The resamples are fitted in one compiled, batched pass (``chunk`` at a time): zero-shot (``refine=None``),
+        The resamples are fitted in one compiled, batched pass (``chunk`` at a time; 4 was the fastest on a CPU at
+        d = 20, ``docs/benchmarks.md``): zero-shot (``refine=None``),
         or zero-shot then the closed-form correction (``refine="closed-form"``, ``refine_config`` as :meth:`fit`;
         each resample's correction chosen on the original rows' folds, :func:`cfip_jax.bootstrap.resample_folds`).
         The interval covers the fit's sampling variability given the graph and the model, not the model's bias
