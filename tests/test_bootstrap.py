@@ -171,6 +171,9 @@ def test_the_benchmarks_max_context_reaches_every_fit():
     assert bench.parse_max_context("12") == 12
     with pytest.raises(SystemExit):  # argparse's one-line refusal, before any model is loaded
         bench.main(["--max-context", "most", "--trials", "0", "--time-d", "0"])
+    for bad in (["--chunk", "0"], ["--reps", "0"], ["--solve-chunk", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main([*bad, "--trials", "0", "--time-d", "0"])
     model = random_model()
     few = bench.coverage(model, trials=2, d=4, n=30, n_boot=3, max_context=8)
     every = bench.coverage(model, trials=2, d=4, n=30, n_boot=3, max_context=None)
