@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
     p.add_argument("--solve-chunk", type=int, help="resamples per solve of the effect (default BootstrapSCM's)")
     p.add_argument("--reps", type=int, default=1, help="timed runs (their median is printed)")
     args = p.parse_args(argv)
-    if min(args.chunk, args.reps, args.solve_chunk or 1) < 1:
+    if min(args.chunk, args.reps, 1 if args.solve_chunk is None else args.solve_chunk) < 1:
         p.error("--chunk, --solve-chunk and --reps must be >= 1")
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     result = {}
