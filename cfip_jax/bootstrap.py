@@ -160,7 +160,7 @@ class BootstrapSCM:
     decoder_params: Any = None
     level: float = flax.struct.field(pytree_node=False, default=0.95)
     correction: Any = None  # refine="closed-form": leaves [B, members, ...] (correct_resamples)
-    chunk: int = flax.struct.field(pytree_node=False, default=25)  # resamples per solve (sample, intervene, effect)
+    solve_chunk: int = flax.struct.field(pytree_node=False, default=25)  # resamples per solve (sample, effect, …)
 
     @property
     def n_boot(self) -> int:
@@ -175,20 +175,21 @@ class BootstrapSCM:
         return noise_lib.draw(self.noise_data, n, key, self.point.noise_model)
 
     def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None) -> jax.Array:
-        """``noise [B, n, d]`` → ``[B, n, d]`` standardised samples, ``self.chunk`` resamples per solve: the same
-        values as one solve of all B, and faster on a CPU (smaller working sets; measured in ``docs/benchmarks.md``).
+        """``noise [B, n, d]`` → ``[B, n, d]`` standardised samples, ``self.solve_chunk`` resamples per solve: the
+        same values as one solve of all B, and faster on a CPU with the three-layer model (``docs/benchmarks.md``).
         ``vals``: None or ``[B, d]``."""
         parts = []
-        for a in range(0, self.n_boot, self.chunk):
-            cut = functools.partial(lambda t, a: t[a : a + self.chunk], a=a)
-            cond = jax.tree.map(cut, self.cond)
-            k = int(noise[a : a + self.chunk].shape[0])
-            adj_b = jnp.broadcast_to(self.adj, (k, *self.adj.shape))
-            at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, cond, adj_b, None)
+        for a in range(0, self.n_boot, self.solve_chunk):
+            part = slice(a, a + self.solve_chunk)
+            cut = lambda t, part=part: t[part]  # noqa: E731
+            z = noise[part]
+            adj_b = jnp.broadcast_to(self.adj, (z.shape[0], *self.adj.shape))
+            at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, jax.tree.map(cut, self.cond),
+                                                  adj_b, None)  # fmt: skip
             if self.correction is not None:
                 at = jax.tree_util.Partial(_corrected_at, at, jax.tree.map(cut, self.correction))
-            v = None if vals is None else cut(vals)
-            parts.append(fixed_point.solve_by_level(at, cut(noise), np.asarray(self.adj), mask, v, targets=targets))
+            v = None if vals is None else vals[part]
+            parts.append(fixed_point.solve_by_level(at, z, np.asarray(self.adj), mask, v, targets=targets))
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
     def _raw(self, z: jax.Array) -> jax.Array:

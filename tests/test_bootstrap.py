@@ -90,7 +90,7 @@ def test_batched_fit_equals_fitting_each_resample(model, frame):
     assert boot.sample(7, jax.random.key(1)).shape == (4, 7, 3)
     moved = boot.intervene({"a": 5.0}, 7, jax.random.key(1))
     np.testing.assert_allclose(moved[..., 0], 5.0, rtol=1e-5)
-    split = boot.replace(chunk=3)  # solved 3 + 1 resamples at a time: the same values
+    split = boot.replace(solve_chunk=3)  # solved 3 + 1 resamples at a time: the same values
     np.testing.assert_allclose(split.intervene({"a": 5.0}, 7, jax.random.key(1)), moved, rtol=1e-5, atol=1e-5)
     again = split.effect("c", {"a": 5.0}, {"a": 1.0}, n=200, key=jax.random.key(0))
     np.testing.assert_allclose(again.values, e.values, rtol=1e-4, atol=1e-5)

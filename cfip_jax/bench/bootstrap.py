@@ -78,7 +78,7 @@ def _bootstrap_seconds(model: CondFiP, x, adj, i: int, j: int, n_boot: int, refi
     def run(seed):
         boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed), refine=refine, max_context=max_context,
                                chunk=chunk)  # fmt: skip
-        boot = boot if solve_chunk is None else boot.replace(chunk=solve_chunk)
+        boot = boot if solve_chunk is None else boot.replace(solve_chunk=solve_chunk)
         return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))  # 200 samples per resample
 
     run(0)  # compile
