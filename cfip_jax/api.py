@@ -165,7 +165,7 @@ class CondFiP:
         By default that is the context size the model was trained with (200 for the shipped model), drawn at random
         with a fixed seed (:meth:`context_rows`): the encoder's cost grows as n², and 200 rows keep ``fit`` +
         ``sample(400)`` near 0.1 s at d = 20. More rows buy accuracy: on the d = 10/20 suite all 400 rows are about
-        6 % better on average than 200 (paired −0.015 RMSE at d = 10, −0.005 at d = 20;
+        5 % better on average than 200 (paired −0.012 RMSE at d = 10, −0.006 at d = 20;
         ``docs/eval_context/summary.md``). Pass ``max_context=None`` to encode all rows, as ``eval.py`` does to follow
         the paper's protocol, when accuracy matters more than latency.
 
