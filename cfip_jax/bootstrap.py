@@ -6,8 +6,9 @@ statistics, encodes its first ``n_ctx`` rows and abducts its noise, for all B re
 chunks of ``chunk`` resamples, to bound memory). :class:`BootstrapSCM` holds the B conditioned decoders along a
 leading axis and answers with the spread:
 
-- :meth:`BootstrapSCM.effect` → :class:`Effect`: the point estimate (the fit to all rows), the percentile interval of
-  the B resampled effects at ``level``, and the B values;
+- :meth:`BootstrapSCM.effect` → :class:`Effect`: the estimate (the median of the B resampled effects: bagging), the
+  percentile interval of the B resampled effects at ``level``, the B values, and the effect under the one fit to all
+  rows (``point``);
 - :meth:`BootstrapSCM.sample` / :meth:`BootstrapSCM.intervene`: ``[B, n, d]`` samples, one set per resample.
 
 With ``refine="closed-form"`` every resample is then corrected as :mod:`cfip_jax.inference.refine` corrects one
@@ -42,12 +43,19 @@ from cfip_jax.inference import refine as refine_lib
 class Effect:
     """An average causal effect E[Y | do(a)] − E[Y | baseline] in the data's units, with its bootstrap interval.
 
+    The estimate is the median of the resampled effects (bagging; DoWhy-GCM's ``confidence_intervals`` reports the
+    same), not the effect under the single fit to all rows (``point``): each resample's encoder reads a different
+    draw of the rows, and their median averages out how much a zero-shot fit moves with the rows it reads — on
+    random linear-Gaussian SCMs (d = 10, n = 400, ``python -m cfip_jax.bench.bootstrap``) its median relative error
+    is about half the single fit's. It always lies inside the interval.
+
     Attributes:
-      estimate: the effect under the SCM fitted to all rows.
+      estimate: the median of ``values``.
       low, high: the percentile interval of ``values`` at ``level``.
       level: the interval's nominal coverage.
       values: ``[B]`` the effect under each resample's SCM.
       outcome: the outcome node's name.
+      point: the effect under the SCM fitted to all rows (what ``fit(...).effect(...)`` gives).
     """
 
     estimate: float
@@ -56,11 +64,12 @@ class Effect:
     level: float
     values: np.ndarray
     outcome: str
+    point: float
 
     def to_dict(self) -> dict:
         """JSON-able (the resampled values as a list)."""
         return dict(outcome=self.outcome, estimate=self.estimate, low=self.low, high=self.high, level=self.level,
-                    n_boot=int(len(self.values)), values=[float(v) for v in self.values])  # fmt: skip
+                    point=self.point, n_boot=int(len(self.values)), values=[float(v) for v in self.values])  # fmt: skip
 
 
 def resample_rows(key: jax.Array, n: int, n_boot: int) -> np.ndarray:
@@ -211,8 +220,9 @@ class BootstrapSCM:
         return np.asarray(self._raw(z))
 
     def effect(self, outcome, do, baseline=None, *, n: int = 200, key: jax.Array) -> Effect:
-        """E[outcome | do] − E[outcome | baseline] (observational when None) under every resample's SCM, with the
-        point estimate from the SCM of all rows; see :meth:`cfip_jax.api.InferredSCM.effect` for the arguments.
+        """E[outcome | do] − E[outcome | baseline] (observational when None) under every resample's SCM: their
+        median, their percentile interval, and the effect under the SCM of all rows (:class:`Effect`); see
+        :meth:`cfip_jax.api.InferredSCM.effect` for the arguments.
 
         ``n``: Monte Carlo samples per resample's SCM (the same noise under both arms, so their difference carries
         little sampling noise); the cost is B × n samples solved twice, so it is kept small by default."""
@@ -226,5 +236,6 @@ class BootstrapSCM:
         values = np.asarray((treated - control) * self.std[:, j], np.float64)
         alpha = (1.0 - self.level) / 2.0
         low, high = np.quantile(values, [alpha, 1.0 - alpha])
-        estimate = self.point.effect(outcome, do, baseline, n=n, key=key)
-        return Effect(float(estimate), float(low), float(high), self.level, values, self.nodes[j])
+        point = self.point.effect(outcome, do, baseline, n=n, key=key)
+        return Effect(float(np.median(values)), float(low), float(high), self.level, values, self.nodes[j],
+                      float(point))  # fmt: skip
