@@ -77,21 +77,41 @@ def resample_rows(key: jax.Array, n: int, n_boot: int) -> np.ndarray:
     return np.asarray(jax.random.randint(key, (n_boot, n), 0, n))
 
 
+def distinct_rows(rows: np.ndarray, multiple: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Each resample's distinct rows: ``(distinct [B, K], inverse [B, n])`` with ``rows[b] == distinct[b, inverse[b]]``.
+
+    A resample of n rows drawn with replacement holds about 63 % of them once or more; a row's abducted noise depends
+    on that row and the resample's fit only, so it is computed once per distinct row. ``K`` is the largest count of
+    distinct rows, rounded up to ``multiple`` (at most n) so that nearby counts share one compiled shape; the padding
+    repeats the resample's first row."""
+    n_boot, n = rows.shape
+    distinct, inverse = [], np.empty_like(rows)
+    for b, r in enumerate(rows):
+        u, inverse[b] = np.unique(r, return_inverse=True)
+        distinct.append(u)
+    width = min(n, -(-max(len(u) for u in distinct) // multiple) * multiple)
+    padded = np.stack([np.concatenate([u, np.full(width - len(u), u[0])]) for u in distinct])
+    return padded, inverse
+
+
 @functools.partial(jax.jit, static_argnames=("encoder", "decoder", "n_ctx", "chunk"))
-def _fit(encoder, decoder, encoder_params, decoder_params, x, adj, *, n_ctx, chunk):
-    """``x [B, n, d]`` (raw rows of each resample) → ``(cond [B, 1, d, D], mean, std [B, d], noise [B, n, d])``."""
+def _fit(encoder, decoder, encoder_params, decoder_params, x, x_distinct, inverse, adj, *, n_ctx, chunk):
+    """``x [B, n, d]`` (raw rows of each resample), ``x_distinct [B, K, d]`` its distinct rows and ``inverse [B, n]``
+    (:func:`distinct_rows`) → ``(cond [B, 1, d, D], mean, std [B, d], noise [B, n, d])``."""
     mean = x.mean(axis=1)
     std = x.std(axis=1, ddof=1)
     std = jnp.where(std > 0, std, 1.0)  # a column constant in a resample: its values stay where they are
     z = (x - mean[:, None, :]) / std[:, None, :]
+    z_distinct = (x_distinct - mean[:, None, :]) / std[:, None, :]
     model = model_lib.TrainedModel(encoder, encoder_params, decoder, decoder_params)
 
-    def one(zb):
+    def one(args):
+        zb, zu, inv = args
         cond = model_lib.condition(model, zb[None, :n_ctx], adj[None])
-        fz = decoder.apply(decoder_params, zb[None], cond, adj[None], None, method="decode", affine=None)[0]
-        return cond, zb - fz
+        fz = decoder.apply(decoder_params, zu[None], cond, adj[None], None, method="decode", affine=None)[0]
+        return cond, zb - fz[inv]  # each row's F(z) from its distinct row's
 
-    cond, noise = jax.lax.map(one, z, batch_size=chunk)
+    cond, noise = jax.lax.map(one, (z, z_distinct, inverse), batch_size=chunk)
     cond = jax.tree.map(lambda a: a[:, 0], cond)  # [B, 1, d, D]: one dataset per resample
     return cond, mean, std, noise
 
@@ -109,9 +129,11 @@ def fit_resamples(model: model_lib.TrainedModel, x: np.ndarray, adj: np.ndarray,
       n_ctx: rows of each resample the encoder reads (its first ``n_ctx``; the resample is already random).
       chunk: resamples per batched pass (memory: the encoder's attention grows as ``chunk × n_ctx²``).
     """
-    xb = jnp.asarray(np.asarray(x, np.float32)[rows])
-    return _fit(model.encoder, model.decoder, model.encoder_params, model.decoder_params, xb,
-                jnp.asarray(adj, jnp.float32), n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))  # fmt: skip
+    x = np.asarray(x, np.float32)
+    distinct, inverse = distinct_rows(rows)
+    return _fit(model.encoder, model.decoder, model.encoder_params, model.decoder_params, jnp.asarray(x[rows]),
+                jnp.asarray(x[distinct]), jnp.asarray(inverse), jnp.asarray(adj, jnp.float32),
+                n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))  # fmt: skip
 
 
 def resample_folds(n: int, rows: np.ndarray, cfg: refine_lib.RefineConfig) -> list[list[np.ndarray]]:

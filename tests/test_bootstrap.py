@@ -75,6 +75,17 @@ def frame():
 EDGES = [("a", "b"), ("b", "c")]
 
 
+def test_distinct_rows_rebuild_each_resample():
+    rows = np.random.default_rng(0).integers(0, 50, (6, 50))
+    distinct, inverse = bootstrap_lib.distinct_rows(rows, multiple=8)
+    np.testing.assert_array_equal(np.take_along_axis(distinct, inverse, axis=1), rows)
+    most = max(len(np.unique(r)) for r in rows)
+    assert distinct.shape == (6, -(-most // 8) * 8) and distinct.shape[1] < 50  # a third of the decoder's rows saved
+    for r, u in zip(rows, distinct, strict=True):
+        assert set(u) == set(r)  # the padding repeats a row of the resample
+    assert bootstrap_lib.distinct_rows(rows, multiple=64)[0].shape == (6, 50)  # never more than n
+
+
 def test_batched_fit_equals_fitting_each_resample(model, frame):
     key = jax.random.key(3)
     boot = model.bootstrap(frame, EDGES, 4, key=key)
