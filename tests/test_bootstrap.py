@@ -80,7 +80,7 @@ def test_distinct_rows_rebuild_each_resample():
     distinct, inverse = bootstrap_lib.distinct_rows(rows, multiple=8)
     np.testing.assert_array_equal(np.take_along_axis(distinct, inverse, axis=1), rows)
     most = max(len(np.unique(r)) for r in rows)
-    assert distinct.shape == (6, -(-most // 8) * 8) and distinct.shape[1] < 50  # a third of the decoder's rows saved
+    assert distinct.shape == (6, -(-most // 8) * 8) and distinct.shape[1] < 50  # fewer rows for the decoder than n
     for r, u in zip(rows, distinct, strict=True):
         assert set(u) == set(r)  # the padding repeats a row of the resample
     assert bootstrap_lib.distinct_rows(rows, multiple=64)[0].shape == (6, 50)  # never more than n
