@@ -84,7 +84,7 @@ def distinct_rows(rows: np.ndarray, multiple: int = 32) -> tuple[np.ndarray, np.
     on that row and the resample's fit only, so it is computed once per distinct row. ``K`` is the largest count of
     distinct rows, rounded up to ``multiple`` (at most n) so that nearby counts share one compiled shape; the padding
     repeats the resample's first row."""
-    n_boot, n = rows.shape
+    n = rows.shape[1]
     distinct, inverse = [], np.empty_like(rows)
     for b, r in enumerate(rows):
         u, inverse[b] = np.unique(r, return_inverse=True)
@@ -207,7 +207,7 @@ class BootstrapSCM:
 
     def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None) -> jax.Array:
         """``noise [B, n, d]`` → ``[B, n, d]`` standardised samples, ``self.solve_chunk`` resamples per solve: the
-        same values as one solve of all B, and faster on a CPU with the three-layer model (``docs/benchmarks.md``).
+        same values as one solve of all B, and faster on a CPU (``docs/benchmarks.md``).
         ``vals``: None or ``[B, d]``."""
         parts = []
         for a in range(0, self.n_boot, self.solve_chunk):
