@@ -205,10 +205,11 @@ class BootstrapSCM:
         """``[B, n, d]`` new standardised noise from each resample's noise model (the point SCM's kind)."""
         return noise_lib.draw(self.noise_data, n, key, self.point.noise_model)
 
-    def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None) -> jax.Array:
+    def _solve(self, noise: jax.Array, mask=None, vals=None, targets=None, known=None) -> jax.Array:
         """``noise [B, n, d]`` → ``[B, n, d]`` standardised samples, ``self.solve_chunk`` resamples per solve: the
         same values as one solve of all B, and faster on a CPU (``docs/benchmarks.md``).
-        ``vals``: None or ``[B, d]``."""
+        ``vals``: None or ``[B, d]``; ``known``: None or ``(z [B, n, d], nodes [d] bool)`` (as
+        :func:`cfip_jax.fixed_point.solve_by_level`)."""
         parts = []
         for a in range(0, self.n_boot, self.solve_chunk):
             part = slice(a, a + self.solve_chunk)
@@ -220,7 +221,9 @@ class BootstrapSCM:
             if self.correction is not None:
                 at = jax.tree_util.Partial(_corrected_at, at, jax.tree.map(cut, self.correction))
             v = None if vals is None else vals[part]
-            parts.append(fixed_point.solve_by_level(at, z, np.asarray(self.adj), mask, v, targets=targets))
+            given = None if known is None else (known[0][part], known[1])
+            parts.append(fixed_point.solve_by_level(at, z, np.asarray(self.adj), mask, v, targets=targets,
+                                                    known=given))  # fmt: skip
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
     def _raw(self, z: jax.Array) -> jax.Array:
@@ -250,12 +253,13 @@ class BootstrapSCM:
         little sampling noise); the cost is B × n samples solved twice, so it is kept small by default."""
         j, (mask, raw), base = self.point.effect_plan(outcome, do, baseline, n)
         noise = self._fresh_noise(n, key)  # the same noise under both: the difference is free of sampling noise
-        treated = self._solve(noise, mask, self._standardised(raw), [j])[..., j].mean(-1)  # j's ancestors only
         if base is None:
-            control = self._solve(noise, targets=[j])[..., j].mean(-1)
+            control = self._solve(noise, targets=[j])  # j's ancestors only
         else:
-            control = self._solve(noise, base[0], self._standardised(base[1]), [j])[..., j].mean(-1)
-        values = np.asarray((treated - control) * self.std[:, j], np.float64)
+            control = self._solve(noise, base[0], self._standardised(base[1]), [j])
+        same = fixed_point.host_unaffected(np.asarray(self.adj), mask, None if base is None else base[0])
+        treated = self._solve(noise, mask, self._standardised(raw), [j], known=(control, same))  # what `do` moves
+        values = np.asarray((treated[..., j].mean(-1) - control[..., j].mean(-1)) * self.std[:, j], np.float64)
         alpha = (1.0 - self.level) / 2.0
         low, high = np.quantile(values, [alpha, 1.0 - alpha])
         point = self.point.effect(outcome, do, baseline, n=n, key=key)

@@ -294,6 +294,46 @@ def _solve_levels(mechanism_at: Any, noise: jax.Array, clamp: Any, values: Any, 
     return z
 
 
+def host_unaffected(adj: np.ndarray, *intervened: Any) -> np.ndarray:
+    """``[N]`` bool: the nodes no hard intervention reaches — neither a node set (in any row) by one of the
+    ``intervened`` masks (each None, ``[N]`` or ``[..., N]`` bool) nor a descendant of one (NumPy). Their values are
+    the same under all these interventions for the same noise, so one solve serves them all (an effect's two arms)."""
+    num_nodes = np.asarray(adj).shape[-1]
+    moved = np.zeros(num_nodes, bool)
+    for mask in intervened:
+        if mask is not None:
+            moved |= np.asarray(mask, bool).reshape(-1, num_nodes).any(axis=0)
+    return ~host_reachable(np.asarray(adj), moved)
+
+
+def _kept_nodes(adj: np.ndarray, targets: Any, clamp: Any, known: np.ndarray | None) -> np.ndarray | None:
+    """The nodes :func:`solve_by_level` solves: the targets' ancestral set (not through a node clamped in every
+    row), less the ``known`` ones; None: all nodes."""
+    num_nodes = adj.shape[-1]
+    keep = None if known is None else ~known
+    if targets is None:
+        return keep
+    idx = np.asarray(targets).reshape(-1)
+    if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= num_nodes:
+        raise ValueError(f"targets must be node indices in [0, {num_nodes}), got {targets!r}")
+    cut = None if not _concrete(clamp) else np.asarray(clamp).reshape(-1, num_nodes).all(axis=0)
+    ancestral = host_ancestral_set(adj, idx, cut)
+    return ancestral if keep is None else ancestral & keep
+
+
+def _check_known(known: Any, noise: jax.Array) -> tuple[np.ndarray, jax.Array] | tuple[None, None]:
+    if known is None:
+        return None, None
+    values, nodes = known
+    nodes = np.asarray(nodes)
+    if nodes.dtype != bool or nodes.shape != (noise.shape[-1],):
+        raise ValueError(f"known's node mask must be [{noise.shape[-1]}] bool, got {nodes.dtype} {nodes.shape}")
+    values = _check_noise(values, "known values")
+    if values.shape != noise.shape:
+        raise ValueError(f"known values must have the noise's shape {noise.shape}, got {values.shape}")
+    return nodes, values
+
+
 def solve_by_level(
     mechanism_at: Callable[[jax.Array, jax.Array], jax.Array],
     noise: jax.Array,
@@ -302,6 +342,7 @@ def solve_by_level(
     values: jax.Array | None = None,
     *,
     targets: Any = None,
+    known: tuple[jax.Array, np.ndarray] | None = None,
     bucket: bool = False,
 ) -> jax.Array:
     """The fixed point computed one topological level at a time: the same samples as :func:`generate` /
@@ -319,6 +360,9 @@ def solve_by_level(
       targets: optional node indices: solve only what they depend on — the targets and their ancestors (not through
         a node intervened on in every row, when ``intervened`` is concrete). Their values are exact; the other
         nodes' entries are left unsolved (their noise, or their clamp). An effect on one outcome needs only these.
+      known: optional ``(z [..., n, N], nodes [N] bool)``: these nodes' values are already solved, under this noise
+        and intervention (e.g. by another intervention's solve, for the nodes :func:`host_unaffected` lists); they
+        are taken from ``z`` instead of computed again.
       bucket: pad the level table to powers of two (:func:`host_levels`): the same result, up to ~2× the work per
         dimension, and one compiled solver for many graphs — for processes that solve many graphs (evaluation).
 
@@ -334,15 +378,12 @@ def solve_by_level(
     clamp = vals = None
     if intervened is not None:
         clamp, vals = _check_intervention(intervened, values, noise.shape[-1])
-    keep = None
-    if targets is not None:
-        idx = np.asarray(targets).reshape(-1)
-        if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= noise.shape[-1]:
-            raise ValueError(f"targets must be node indices in [0, {noise.shape[-1]}), got {targets!r}")
-        cut = None
-        if _concrete(intervened):
-            cut = np.asarray(clamp).reshape(-1, noise.shape[-1]).all(axis=0)  # intervened in every row
-        keep = host_ancestral_set(np.asarray(adj), idx, cut)
+    known_nodes, known_values = _check_known(known, noise)
+    keep = _kept_nodes(np.asarray(adj), targets, clamp, known_nodes)
+    if known_nodes is not None:  # a known node is never set, so its entry stays what the start holds
+        noise = jnp.where(jnp.asarray(known_nodes), known_values, noise)
+    if keep is not None and not keep.any():  # nothing left to solve
+        return noise if clamp is None else jnp.where(clamp, vals, noise)
     levels = jnp.asarray(host_levels(np.asarray(adj), keep, bucket))
     return _solve_levels(_as_pytree(mechanism_at), noise, clamp, vals, levels)
 

@@ -268,6 +268,40 @@ def test_solve_by_level_targets_solves_only_their_ancestors_exactly(linear_scm):
         fp.solve_by_level(at, noise[0], adj[0], targets=[adj.shape[-1]])
 
 
+def test_known_nodes_are_taken_from_another_solve_and_not_recomputed(linear_scm):
+    """An effect's two arms: the nodes neither intervention reaches come from the control's solve; the treated arm
+    then equals its own full solve, and a mechanism that returns NaN at the known nodes shows they were skipped."""
+    weights, bias, adj, noise = linear_scm
+    adj0 = np.zeros((5, 5))
+    adj0[0, 1] = adj0[1, 2] = adj0[3, 2] = adj0[2, 4] = 1
+    assert fp.host_unaffected(adj0, np.eye(5, dtype=bool)[1]).tolist() == [True, False, False, True, False]
+    assert fp.host_unaffected(adj0, None, np.eye(5, dtype=bool)[[3]]).tolist() == [True, True, False, False, False]
+    for b in range(adj.shape[0]):
+        mech = as_mech(weights[b], bias[b], adj[b])
+        at = Partial(lambda m, z, nodes: m(z)[..., nodes], mech)
+        level = fp._host_node_levels(adj[b])
+        target = int(np.argmax(level))
+        ancestors = np.flatnonzero(fp.host_ancestral_set(adj[b], [target]))
+        treat = np.zeros(adj.shape[-1], bool)
+        treat[ancestors[len(ancestors) // 2]] = True  # an ancestor (or the target itself)
+        values = np.full(adj.shape[-1], 1.5, np.float32)
+        control = fp.solve_by_level(at, noise[b], adj[b], targets=[target])
+        same = fp.host_unaffected(adj[b], treat)
+        full = np.asarray(fp.solve_by_level(at, noise[b], adj[b], treat, values, targets=[target]))
+        poison = lambda m, skip, z, nodes: m(z)[..., nodes] + jnp.where(skip[nodes], jnp.nan, 0.0)[None]  # noqa: E731
+        poisoned = Partial(poison, mech, jnp.asarray(same))
+        part = fp.solve_by_level(poisoned, noise[b], adj[b], treat, values, targets=[target], known=(control, same))
+        np.testing.assert_allclose(np.asarray(part)[..., target], full[..., target], rtol=1e-6, atol=1e-6)
+        assert np.isnan(np.asarray(fp.solve_by_level(poisoned, noise[b], adj[b], targets=[target]))).any() == bool(
+            (same & fp.host_ancestral_set(adj[b], [target])).any()
+        )  # the poison shows where it is evaluated
+    given = (np.asarray(noise[0]) + 7.0).astype(np.float32)
+    nothing = fp.solve_by_level(at, noise[0], adj[0], targets=[0], known=(given, np.ones(adj.shape[-1], bool)))
+    np.testing.assert_array_equal(np.asarray(nothing), given)  # all known: nothing solved
+    with pytest.raises(ValueError, match="known's node mask"):
+        fp.solve_by_level(at, noise[0], adj[0], known=(noise[0], np.ones(3, bool)))
+
+
 def test_solve_by_level_is_exact_for_linear_scms_and_interventions(linear_scm):
     weights, bias, adj, noise = linear_scm
     for b in range(adj.shape[0]):

@@ -121,12 +121,13 @@ class InferredSCM:
         return noise_lib.draw(self.noise_data, V.check_int(n, "n", minimum=1), key, self.noise_model)
 
     def _solve(self, noise: jax.Array, mask: np.ndarray | None = None, vals: np.ndarray | None = None,
-               targets=None) -> jax.Array:  # fmt: skip
+               targets=None, known=None) -> jax.Array:  # fmt: skip
         """The fixed point x = T(x) + noise (standardised), clamped where ``mask``; exact for the DAG. With
-        ``targets``, only they are guaranteed solved (and, by level, only their ancestors are computed)."""
+        ``targets``, only they are guaranteed solved (and, by level, only their ancestors are computed); ``known``
+        as :func:`cfip_jax.fixed_point.solve_by_level` (a hint: the other solvers compute every node)."""
         if self.decoder_mechanism is not None and not isinstance(self.adj, jax.core.Tracer):
             return fixed_point.solve_by_level(self.decoder_mechanism, noise, np.asarray(self.adj), mask, vals,
-                                              targets=targets)  # fmt: skip
+                                              targets=targets, known=known)  # fmt: skip
         if mask is None:
             return fixed_point.generate(self.mechanism_fn, noise, adj=self.adj, iterations="depth")
         return fixed_point.intervene(self.mechanism_fn, noise, mask, vals, adj=self.adj, iterations="depth")
@@ -206,12 +207,10 @@ class InferredSCM:
         std = np.asarray(self.std, np.float64)
         mean = np.asarray(self.mean, np.float64)
         standard = lambda v: ((v - mean) / std).astype(np.float32)  # noqa: E731
-        treated = self._solve(noise, mask, standard(raw), [j])[:, j].mean()
-        if base is None:
-            control = self._solve(noise, targets=[j])[:, j].mean()
-        else:
-            control = self._solve(noise, base[0], standard(base[1]), [j])[:, j].mean()
-        return float(treated - control) * float(std[j])
+        control = self._solve(noise, *((None, None) if base is None else (base[0], standard(base[1]))), [j])
+        same = fixed_point.host_unaffected(np.asarray(self.adj), mask, None if base is None else base[0])
+        treated = self._solve(noise, mask, standard(raw), [j], known=(control, same))  # only what `do` moves
+        return float(treated[:, j].mean() - control[:, j].mean()) * float(std[j])
 
     def with_noise_model(self, noise_model: str) -> InferredSCM:
         """The same SCM with another noise model for :meth:`sample` / :meth:`intervene`."""
