@@ -250,7 +250,9 @@ class BootstrapSCM:
         :meth:`cfip_jax.api.InferredSCM.effect` for the arguments.
 
         ``n``: Monte Carlo samples per resample's SCM (the same noise under both arms, so their difference carries
-        little sampling noise); the cost is B × n samples solved twice, so it is kept small by default."""
+        little sampling noise); the cost is B × n samples solved for the outcome's ancestors under the baseline, then
+        again for those the intervention moves (:func:`cfip_jax.fixed_point.host_unaffected`: the rest are shared),
+        so it is kept small by default."""
         j, (mask, raw), base = self.point.effect_plan(outcome, do, baseline, n)
         noise = self._fresh_noise(n, key)  # the same noise under both: the difference is free of sampling noise
         if base is None:

@@ -200,7 +200,8 @@ class InferredSCM:
         ``baseline=None`` compares with the observational mean; otherwise with another hard intervention (e.g.
         ``do={"X": 1}, baseline={"X": 0}``). Several nodes may be set at once. Both expectations are Monte Carlo
         means over the same ``n`` noise draws (the noise model's), so their difference carries little sampling noise.
-        For an interval, fit with :meth:`CondFiP.bootstrap`.
+        Only the outcome's ancestors are solved, and under ``do`` only those the interventions reach (the others are
+        the baseline's). For an interval, fit with :meth:`CondFiP.bootstrap`.
         """
         j, (mask, raw), base = self.effect_plan(outcome, do, baseline, n)
         noise = self._fresh_noise(n, key)
