@@ -110,15 +110,18 @@ class CondFiP:
         nodes: Sequence[str] | None = None,
         noise_model: str = "empirical",
         max_context: int | str | None = "trained",
-        chunk: int = 4,
+        chunk: int = 1,
+        workers: int | None = None,
         refine_config: refine_lib.RefineConfig | None = None,
     ) -> bootstrap_lib.BootstrapSCM:
         """:meth:`fit` on ``n_boot`` resamples of the rows (drawn with replacement from ``key``) and on the rows
         themselves: a :class:`cfip_jax.bootstrap.BootstrapSCM` whose ``effect`` answers with an interval at
         ``level`` and whose ``sample`` / ``intervene`` give one set per resample.
 
-        The resamples are fitted in one compiled, batched pass (``chunk`` at a time; 4 was the fastest on a CPU at
-        d = 20, ``docs/benchmarks.md``): zero-shot (``refine=None``),
+        The resamples are fitted in batched, compiled calls, ``workers`` of them at once (default: the CPU's cores
+        on the CPU backend, 1 on an accelerator; :func:`cfip_jax.bootstrap.default_workers`), each passing ``chunk``
+        resamples at a time through the networks (1 was the fastest on a CPU at d = 20, ``docs/benchmarks.md``); the
+        values depend on neither: zero-shot (``refine=None``),
         or zero-shot then the closed-form correction (``refine="closed-form"``, ``refine_config`` as :meth:`fit`;
         each resample's correction chosen on the original rows' folds, :func:`cfip_jax.bootstrap.resample_folds`).
         The interval covers the fit's sampling variability given the graph and the model, not the model's bias
@@ -131,6 +134,7 @@ class CondFiP:
         if refine_lib.check_refine(refine) not in (None, "closed-form"):
             raise ValueError(f"bootstrap fits zero-shot or closed-form (refine=None or 'closed-form'), not {refine!r}")
         V.check_int(chunk, "chunk", minimum=1)
+        workers = bootstrap_lib.default_workers() if workers is None else V.check_int(workers, "workers", minimum=1)
         cfg = refine_config or refine_lib.RefineConfig()
         point = self.fit(data, graph, nodes=nodes, noise_model=noise_model, max_context=max_context, refine=refine,
                          refine_config=cfg)  # fmt: skip
@@ -139,13 +143,14 @@ class CondFiP:
         limit = self.context_rows(arr.shape[0], max_context)
         n_ctx = arr.shape[0] if limit is None else len(limit)
         adj = np.asarray(point.adj)
-        cond, mean, std, noise = bootstrap_lib.fit_resamples(self.model, arr, adj, rows, n_ctx=n_ctx, chunk=chunk)
+        cond, mean, std, noise = bootstrap_lib.fit_resamples(self.model, arr, adj, rows, n_ctx=n_ctx, chunk=chunk,
+                                                             workers=workers)  # fmt: skip
         correction = None
         if refine == "closed-form":
-            correction, noise = bootstrap_lib.correct_resamples(arr, rows, mean, std, noise, adj, cfg, chunk)
+            correction, noise = bootstrap_lib.correct_resamples(arr, rows, mean, std, noise, adj, cfg)
         return bootstrap_lib.BootstrapSCM(point=point, cond=cond, mean=mean, std=std, noise_data=noise, adj=point.adj,
                                           decoder=self.model.decoder, decoder_params=self.model.decoder_params,
-                                          level=float(level), correction=correction)  # fmt: skip
+                                          level=float(level), correction=correction, workers=workers)  # fmt: skip
 
     def fit(
         self,

@@ -22,8 +22,11 @@ zero-shot model infers wrongly on every resample moves every resampled effect al
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -116,9 +119,38 @@ def _fit(encoder, decoder, encoder_params, decoder_params, x, x_distinct, invers
     return cond, mean, std, noise
 
 
+def default_workers() -> int:
+    """Concurrent batched calls :func:`fit_resamples` and :class:`BootstrapSCM` run: the CPU's cores on the CPU
+    backend (XLA runs one such call on little more than one core; ``docs/benchmarks.md``), else 1 (an accelerator
+    runs one program at a time)."""
+    return max(1, os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+
+
+def in_groups(fn: Callable[[slice], Any], total: int, workers: int, size: int | None = None) -> Any:
+    """``fn`` over consecutive slices of ``range(total)``, ``workers`` of them at once (threads: each call is a
+    compiled program that releases the GIL), the results concatenated along the leading axis of every leaf.
+
+    Slices hold ``size`` items (default: ``total`` split evenly over ``workers``); all but the last have that many,
+    so the calls share one compilation when ``fn`` pads the last to the same shape."""
+    size = int(size or -(-total // max(1, workers)))
+    parts = [slice(a, min(a + size, total)) for a in range(0, total, size)]
+    if workers <= 1 or len(parts) == 1:
+        out = [fn(part) for part in parts]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(parts))) as pool:
+            out = list(pool.map(lambda part: jax.block_until_ready(fn(part)), parts))
+    return out[0] if len(out) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *out)
+
+
+def _padded(a: np.ndarray, part: slice, size: int) -> np.ndarray:
+    """``a[part]`` with its last item repeated up to ``size`` items."""
+    got = a[part]
+    return np.concatenate([got, np.repeat(got[-1:], size - len(got), axis=0)]) if len(got) < size else got
+
+
 def fit_resamples(model: model_lib.TrainedModel, x: np.ndarray, adj: np.ndarray, rows: np.ndarray, *,
-                  n_ctx: int, chunk: int = 4) -> tuple:  # fmt: skip
-    """The B resamples ``x[rows[b]]`` fitted in one compiled call: ``(cond, mean [B, d], std [B, d], noise
+                  n_ctx: int, chunk: int = 1, workers: int | None = None) -> tuple:  # fmt: skip
+    """The B resamples ``x[rows[b]]`` fitted in batched, compiled calls: ``(cond, mean [B, d], std [B, d], noise
     [B, n, d])`` (standardised noise).
 
     Args:
@@ -127,13 +159,26 @@ def fit_resamples(model: model_lib.TrainedModel, x: np.ndarray, adj: np.ndarray,
       adj: ``[d, d]`` the DAG.
       rows: ``[B, n]`` the resamples' row indices.
       n_ctx: rows of each resample the encoder reads (its first ``n_ctx``; the resample is already random).
-      chunk: resamples per batched pass (memory: the encoder's attention grows as ``chunk × n_ctx²``).
+      chunk: resamples per batched pass within a call (memory: the encoder's attention grows as
+        ``chunk × n_ctx²``).
+      workers: calls run at once, each on ``B / workers`` resamples (default :func:`default_workers`); the values
+        do not depend on it.
     """
     x = np.asarray(x, np.float32)
     distinct, inverse = distinct_rows(rows)
-    return _fit(model.encoder, model.decoder, model.encoder_params, model.decoder_params, jnp.asarray(x[rows]),
-                jnp.asarray(x[distinct]), jnp.asarray(inverse), jnp.asarray(adj, jnp.float32),
-                n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))  # fmt: skip
+    workers = default_workers() if workers is None else int(workers)
+    size = -(-rows.shape[0] // max(1, workers))
+    args = dict(n_ctx=int(min(n_ctx, x.shape[0])), chunk=int(chunk))
+    adj = jnp.asarray(adj, jnp.float32)
+
+    def group(part: slice) -> tuple:
+        count = len(range(*part.indices(rows.shape[0])))
+        out = _fit(model.encoder, model.decoder, model.encoder_params, model.decoder_params,
+                   jnp.asarray(x[_padded(rows, part, size)]), jnp.asarray(x[_padded(distinct, part, size)]),
+                   jnp.asarray(_padded(inverse, part, size)), adj, **args)  # fmt: skip
+        return jax.tree.map(lambda a: a[:count], out)
+
+    return in_groups(group, rows.shape[0], workers, size)
 
 
 def resample_folds(n: int, rows: np.ndarray, cfg: refine_lib.RefineConfig) -> list[list[np.ndarray]]:
@@ -147,13 +192,15 @@ def resample_folds(n: int, rows: np.ndarray, cfg: refine_lib.RefineConfig) -> li
 
 
 def correct_resamples(x: np.ndarray, rows: np.ndarray, mean: jax.Array, std: jax.Array, noise: jax.Array,
-                      adj: np.ndarray, cfg: refine_lib.RefineConfig, chunk: int) -> tuple[Any, jax.Array]:  # fmt: skip
+                      adj: np.ndarray, cfg: refine_lib.RefineConfig,
+                      chunk: int = 4) -> tuple[Any, jax.Array]:  # fmt: skip
     """``refine="closed-form"`` for every resample: ``(correction [B, members, ...], corrected noise [B, n, d])``.
 
     Member k of every resample fits its correction with member k's random features (seed ``cfg.seed + k``) on the
     folds of :func:`resample_folds`; the resample's mechanism is the decoder once, then the mean of its members'
     corrections (as :class:`cfip_jax.inference.mechanism.Mechanism` with ``shared``). ``x [n, d]`` the data,
-    ``rows [B, n]``, and :func:`fit_resamples`' ``mean``, ``std [B, d]`` and zero-shot noise ``z − T(z) [B, n, d]``."""
+    ``rows [B, n]``, and :func:`fit_resamples`' ``mean``, ``std [B, d]`` and zero-shot noise ``z − T(z) [B, n, d]``;
+    ``chunk`` resamples per batched call."""
     z = (jnp.asarray(np.asarray(x, np.float32)[rows]) - mean[:, None, :]) / std[:, None, :]
     t = z - noise
     per_member = []
@@ -192,6 +239,7 @@ class BootstrapSCM:
     level: float = flax.struct.field(pytree_node=False, default=0.95)
     correction: Any = None  # refine="closed-form": leaves [B, members, ...] (correct_resamples)
     solve_chunk: int = flax.struct.field(pytree_node=False, default=25)  # resamples per solve (sample, effect, …)
+    workers: int = flax.struct.field(pytree_node=False, default=1)  # solves run at once (default_workers())
 
     @property
     def n_boot(self) -> int:
@@ -210,10 +258,9 @@ class BootstrapSCM:
         same values as one solve of all B, and faster on a CPU (``docs/benchmarks.md``).
         ``vals``: None or ``[B, d]``; ``known``: None or ``(z [B, n, d], nodes [d] bool)`` (as
         :func:`cfip_jax.fixed_point.solve_by_level`)."""
-        parts = []
-        for a in range(0, self.n_boot, self.solve_chunk):
-            part = slice(a, a + self.solve_chunk)
-            cut = lambda t, part=part: t[part]  # noqa: E731
+
+        def part_solve(part: slice) -> jax.Array:
+            cut = lambda t: t[part]  # noqa: E731
             z = noise[part]
             adj_b = jnp.broadcast_to(self.adj, (z.shape[0], *self.adj.shape))
             at = model_lib.decoder_node_mechanism(self.decoder, self.decoder_params, jax.tree.map(cut, self.cond),
@@ -222,9 +269,9 @@ class BootstrapSCM:
                 at = jax.tree_util.Partial(_corrected_at, at, jax.tree.map(cut, self.correction))
             v = None if vals is None else vals[part]
             given = None if known is None else (known[0][part], known[1])
-            parts.append(fixed_point.solve_by_level(at, z, np.asarray(self.adj), mask, v, targets=targets,
-                                                    known=given))  # fmt: skip
-        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+            return fixed_point.solve_by_level(at, z, np.asarray(self.adj), mask, v, targets=targets, known=given)
+
+        return in_groups(part_solve, self.n_boot, self.workers, self.solve_chunk)
 
     def _raw(self, z: jax.Array) -> jax.Array:
         return z * self.std[:, None, :] + self.mean[:, None, :]

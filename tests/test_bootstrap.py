@@ -113,6 +113,24 @@ def test_batched_fit_equals_fitting_each_resample(model, frame):
     np.testing.assert_allclose(again.values, e.values, rtol=1e-4, atol=1e-5)
 
 
+def test_concurrent_groups_give_the_same_fit_and_effect(model, frame):
+    """5 resamples fitted by 2 concurrent calls (3 + 2, the second padded to 3) and 3 at once in pairs, against one
+    sequential call: the same resamples' noise, statistics and effects."""
+    key = jax.random.key(5)
+    one = model.bootstrap(frame, EDGES, 5, key=key, workers=1)
+    two = model.bootstrap(frame, EDGES, 5, key=key, workers=2, chunk=2)
+    assert (one.workers, two.workers) == (1, 2)
+    np.testing.assert_allclose(two.noise_data, one.noise_data, atol=1e-5)
+    np.testing.assert_allclose(two.std, one.std, rtol=1e-6)
+    np.testing.assert_allclose(two.cond.c, one.cond.c, atol=1e-5)
+    arms = ("c", {"a": 5.0}, {"a": 1.0})
+    want = one.effect(*arms, n=50, key=jax.random.key(0)).values
+    got = two.replace(workers=3, solve_chunk=2).effect(*arms, n=50, key=jax.random.key(0)).values
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        model.bootstrap(frame, EDGES, 5, key=key, workers=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -188,7 +206,7 @@ def test_the_benchmarks_max_context_reaches_every_fit():
     assert bench.parse_max_context("12") == 12
     with pytest.raises(SystemExit):  # argparse's one-line refusal, before any model is loaded
         bench.main(["--max-context", "most", "--trials", "0", "--time-d", "0"])
-    for bad in (["--chunk", "0"], ["--reps", "0"], ["--solve-chunk", "0"]):
+    for bad in (["--chunk", "0"], ["--reps", "0"], ["--solve-chunk", "0"], ["--workers", "0"]):
         with pytest.raises(SystemExit):
             bench.main([*bad, "--trials", "0", "--time-d", "0"])
     model = random_model()

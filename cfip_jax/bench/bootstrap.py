@@ -1,7 +1,8 @@
 """Bootstrap intervals: coverage on linear-Gaussian SCMs with known effects, and the time of ``n_boot`` refits.
 
 Usage: ``python -m cfip_jax.bench.bootstrap [--trials 50] [--d 10] [--n 400] [--n-boot 100] [--time-d 20]
-[--dowhy] [--refine closed-form] [--max-context trained|all|K] [--chunk 4] [--solve-chunk B] [--reps 1]``.
+[--dowhy] [--refine closed-form] [--max-context trained|all|K] [--chunk 1] [--workers W] [--solve-chunk B]
+[--reps 1]``.
 
 Coverage: each trial draws a random linear-Gaussian SCM (an ER DAG with d nodes and about d edges, weights
 ±U(0.5, 1.5), unit-variance Gaussian noise), n rows from it, and one (treatment, outcome) pair with the treatment an
@@ -16,9 +17,10 @@ same number of resamples on the same data (``--dowhy-resamples K``: K of them, s
 is a refit). ``--refine closed-form`` bootstraps the closed-form refinement instead of the zero-shot fit (both the
 coverage and the time). ``--max-context`` is the rows each fit's encoder reads (``CondFiP.bootstrap``'s
 ``max_context``: ``trained``, the default, the model's training context; ``all`` every row; or a count), for both the
-coverage and the time. ``--chunk`` / ``--solve-chunk`` set the resamples per batched fit and per solve of the
-effect (``--chunk 10 --solve-chunk 100`` is the behaviour before both were chunked as now), ``--reps`` the timed
-runs whose median is printed. Ends with one JSON line.
+coverage and the time. ``--chunk`` / ``--solve-chunk`` set the resamples per batched pass of the fit and per solve
+of the effect, ``--workers`` the calls run at once (default ``cfip_jax.bootstrap.default_workers()``; ``--chunk 4
+--workers 1`` is the behaviour before the groups ran concurrently), ``--reps`` the timed runs whose median is
+printed. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -74,13 +76,13 @@ def coverage(model: CondFiP, trials: int, d: int, n: int, n_boot: int, seed: int
 
 
 def _bootstrap_seconds(model: CondFiP, x, adj, i: int, j: int, n_boot: int, refine, max_context, chunk: int,
-                       solve_chunk: int | None, reps: int) -> float:  # fmt: skip
+                       solve_chunk: int | None, reps: int, workers: int | None = None) -> float:  # fmt: skip
     """Median seconds of ``bootstrap(...).effect(...)`` over ``reps`` runs after one untimed (compiling) run;
     ``solve_chunk`` None keeps :class:`cfip_jax.bootstrap.BootstrapSCM`'s default."""
 
     def run(seed):
         boot = model.bootstrap(x, adj, n_boot, key=jax.random.key(seed), refine=refine, max_context=max_context,
-                               chunk=chunk)  # fmt: skip
+                               chunk=chunk, workers=workers)  # fmt: skip
         boot = boot if solve_chunk is None else boot.replace(solve_chunk=solve_chunk)
         return boot.effect(j, {i: 1.0}, {i: 0.0}, key=jax.random.key(seed + 1))  # 200 samples per resample
 
@@ -94,13 +96,21 @@ def _bootstrap_seconds(model: CondFiP, x, adj, i: int, j: int, n_boot: int, refi
 
 
 def timing(model: CondFiP, d: int, n: int, n_boot: int, dowhy: bool, dowhy_resamples: int | None = None,
-           refine: str | None = None, max_context: int | str | None = "trained", chunk: int = 4,
-           solve_chunk: int | None = None, reps: int = 1) -> dict:  # fmt: skip
+           refine: str | None = None, max_context: int | str | None = "trained", chunk: int = 1,
+           solve_chunk: int | None = None, reps: int = 1, workers: int | None = None) -> dict:  # fmt: skip
     rng = np.random.default_rng(1)
     x, adj, w = linear_scm(rng, d, n)
     i, j, _ = pick_pair(rng, w)
-    seconds = _bootstrap_seconds(model, x, adj, i, j, n_boot, refine, max_context, chunk, solve_chunk, reps)
-    out = dict(time_d=d, time_n=n, chunk=chunk, solve_chunk=solve_chunk, reps=reps, cfip_bootstrap_s=round(seconds, 2))
+    seconds = _bootstrap_seconds(model, x, adj, i, j, n_boot, refine, max_context, chunk, solve_chunk, reps, workers)
+    out = dict(
+        time_d=d,
+        time_n=n,
+        chunk=chunk,
+        workers=workers,
+        solve_chunk=solve_chunk,
+        reps=reps,
+        cfip_bootstrap_s=round(seconds, 2),
+    )
     if dowhy:
         import networkx as nx
         import pandas as pd
@@ -149,12 +159,13 @@ def main(argv=None) -> dict:
     p.add_argument("--refine", choices=["closed-form"], help="bootstrap the closed-form refinement (default zero-shot)")
     p.add_argument("--max-context", default="trained", type=parse_max_context,
                    help="rows each fit encodes: trained (default), all, or a count")  # fmt: skip
-    p.add_argument("--chunk", type=int, default=4, help="resamples per batched fit (CondFiP.bootstrap's chunk)")
+    p.add_argument("--chunk", type=int, default=1, help="resamples per batched pass (CondFiP.bootstrap's chunk)")
+    p.add_argument("--workers", type=int, help="calls run at once (CondFiP.bootstrap's workers; default: cores)")
     p.add_argument("--solve-chunk", type=int, help="resamples per solve of the effect (default BootstrapSCM's)")
     p.add_argument("--reps", type=int, default=1, help="timed runs (their median is printed)")
     args = p.parse_args(argv)
-    if min(args.chunk, args.reps, 1 if args.solve_chunk is None else args.solve_chunk) < 1:
-        p.error("--chunk, --solve-chunk and --reps must be >= 1")
+    if min(args.chunk, args.reps, *(1 if v is None else v for v in (args.solve_chunk, args.workers))) < 1:
+        p.error("--chunk, --workers, --solve-chunk and --reps must be >= 1")
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     result = {}
     if args.trials > 0:
@@ -166,7 +177,7 @@ def main(argv=None) -> dict:
               f"median relative width {result['median_rel_width']:.3f}", flush=True)  # fmt: skip
     if args.time_d > 0:
         result.update(timing(model, args.time_d, args.n, args.n_boot, args.dowhy, args.dowhy_resamples, args.refine,
-                             args.max_context, args.chunk, args.solve_chunk, args.reps))  # fmt: skip
+                             args.max_context, args.chunk, args.solve_chunk, args.reps, args.workers))  # fmt: skip
         line = (f"bootstrap + effect, d = {args.time_d}, n = {args.n}, {args.n_boot} resamples: "
                 f"{result['cfip_bootstrap_s']} s")  # fmt: skip
         if "dowhy_s" in result:
