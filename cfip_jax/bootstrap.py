@@ -2,9 +2,10 @@
 
 A zero-shot fit is one forward pass (paper §3: the encoder reads the dataset, the decoder is conditioned on its
 embedding), so B refits cost one batched pass: :func:`fit_resamples` standardises each resample with its own
-statistics, encodes its first ``n_ctx`` rows and abducts its noise, for all B resamples in one compiled call (in
-chunks of ``chunk`` resamples, to bound memory). :class:`BootstrapSCM` holds the B conditioned decoders along a
-leading axis and answers with the spread:
+statistics, encodes its first ``n_ctx`` rows and abducts its noise, for all B resamples in a few compiled calls of
+one compilation (``workers`` groups of resamples at once — XLA runs one such call on little more than one CPU core —
+each passing ``chunk`` resamples at a time through the networks, to bound memory). :class:`BootstrapSCM` holds the B
+conditioned decoders along a leading axis and answers with the spread:
 
 - :meth:`BootstrapSCM.effect` → :class:`Effect`: the estimate (the median of the B resampled effects: bagging), the
   percentile interval of the B resampled effects at ``level``, the B values, and the effect under the one fit to all
