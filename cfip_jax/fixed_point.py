@@ -282,7 +282,10 @@ def host_ancestral_set(adj: np.ndarray, targets: Any, cut: np.ndarray | None = N
 
 
 @jax.jit
-def _solve_levels(mechanism_at: Any, noise: jax.Array, clamp: Any, values: Any, levels: jax.Array) -> jax.Array:
+def _solve_levels(mechanism_at: Any, noise: jax.Array, clamp: Any, values: Any, roots: Any, levels: jax.Array):
+    """``roots [K₀]`` (or None): parentless nodes, whose mechanism value does not depend on z (one row computes it
+    for all); ``levels [L, K]``: the other levels in topological order (L may be 0)."""
+
     def fix(z: jax.Array) -> jax.Array:
         return z if clamp is None else jnp.where(clamp, values, z)
 
@@ -290,8 +293,20 @@ def _solve_levels(mechanism_at: Any, noise: jax.Array, clamp: Any, values: Any, 
         new = fix(z.at[..., nodes].set(mechanism_at(z, nodes).astype(z.dtype) + noise[..., nodes]))
         return new, None
 
-    z, _ = jax.lax.scan(body, fix(noise), levels)
+    z = fix(noise)
+    if roots is not None:
+        z = fix(z.at[..., roots].set(mechanism_at(z[..., :1, :], roots).astype(z.dtype) + noise[..., roots]))
+    z, _ = jax.lax.scan(body, z, levels)
     return z
+
+
+def _split_roots(adj: np.ndarray, table: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(roots [K] | None, the other rows [L', K'])`` of a :func:`host_levels` table: its first row when it lists
+    parentless nodes (a node's mechanism value without parents is a constant of the SCM: one row computes it)."""
+    if not (_host_node_levels(adj)[table[0]] == 0).all():
+        return None, table
+    rest = table[1:]
+    return table[0], rest if len(rest) else np.zeros((0, 1), table.dtype)
 
 
 def host_unaffected(adj: np.ndarray, *intervened: Any) -> np.ndarray:
@@ -349,7 +364,9 @@ def solve_by_level(
     :func:`intervene` with ``iterations="depth"``, evaluating each node's mechanism once instead of depth + 1 times.
 
     Step ℓ sets the nodes of level ℓ to ``T(z)_i + ε_i`` (clamped where intervened); their parents are on lower
-    levels, hence already final. Needs a concrete graph (the levels are computed on the host).
+    levels, hence already final. The first level's nodes have no parents, so their ``T`` is a constant of the SCM:
+    it is computed on one row (``mechanism_at`` must honour the DAG: output node i depends on z only through i's
+    parents). Needs a concrete graph (the levels are computed on the host).
 
     Args:
       mechanism_at: ``(z [..., n, N], nodes [K] int) -> T(z)[..., nodes]`` (e.g.
@@ -384,8 +401,9 @@ def solve_by_level(
         noise = jnp.where(jnp.asarray(known_nodes), known_values, noise)
     if keep is not None and not keep.any():  # nothing left to solve
         return noise if clamp is None else jnp.where(clamp, vals, noise)
-    levels = jnp.asarray(host_levels(np.asarray(adj), keep, bucket))
-    return _solve_levels(_as_pytree(mechanism_at), noise, clamp, vals, levels)
+    roots, levels = _split_roots(np.asarray(adj), host_levels(np.asarray(adj), keep, bucket))
+    roots = None if roots is None else jnp.asarray(roots)
+    return _solve_levels(_as_pytree(mechanism_at), noise, clamp, vals, roots, jnp.asarray(levels))
 
 
 @jax.jit

@@ -268,6 +268,27 @@ def test_solve_by_level_targets_solves_only_their_ancestors_exactly(linear_scm):
         fp.solve_by_level(at, noise[0], adj[0], targets=[adj.shape[-1]])
 
 
+def test_parentless_nodes_are_solved_on_one_row_for_all():
+    """The first level's nodes have no parents: their mechanism value is a constant, computed on one row. A mechanism
+    that adds each row's index to every output shows it: the roots get row 0's value in every row, the rest their own
+    (a valid mechanism never reads the row; this one exposes which rows the solver evaluated)."""
+    adj = np.zeros((3, 3))
+    adj[0, 2] = adj[1, 2] = 1
+    roots, rest = fp._split_roots(adj, fp.host_levels(adj))
+    assert roots.tolist() == [0, 1] and [sorted(set(r)) for r in rest.tolist()] == [[2]]
+    cut = fp.host_levels(adj, fp.host_ancestral_set(adj, [2], np.array([False, False, True])))
+    assert fp._split_roots(adj, cut)[0] is None  # a first row of non-roots stays a level
+    alone, nothing = fp._split_roots(np.zeros((3, 3)), fp.host_levels(np.zeros((3, 3))))
+    assert alone.tolist() == [0, 1, 2] and nothing.shape == (0, 1)
+
+    def row(z, nodes):
+        return jnp.arange(z.shape[-2], dtype=z.dtype)[:, None] + 10.0 * nodes[None, :].astype(z.dtype)
+
+    z = np.asarray(fp.solve_by_level(Partial(row), jnp.zeros((4, 3)), adj))
+    np.testing.assert_array_equal(z[:, :2], np.broadcast_to([0.0, 10.0], (4, 2)))  # row 0's value in every row
+    np.testing.assert_array_equal(z[:, 2], np.arange(4) + 20.0)
+
+
 def test_known_nodes_are_taken_from_another_solve_and_not_recomputed(linear_scm):
     """An effect's two arms: the nodes neither intervention reaches come from the control's solve; the treated arm
     then equals its own full solve, and a mechanism that returns NaN at the known nodes shows they were skipped."""
