@@ -121,10 +121,13 @@ def _fit(encoder, decoder, encoder_params, decoder_params, x, x_distinct, invers
 
 
 def default_workers() -> int:
-    """Concurrent batched calls :func:`fit_resamples` and :class:`BootstrapSCM` run: the CPU's cores on the CPU
-    backend (XLA runs one such call on little more than one core; ``docs/benchmarks.md``), else 1 (an accelerator
-    runs one program at a time)."""
-    return max(1, os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    """Concurrent batched calls :func:`fit_resamples` and :class:`BootstrapSCM` run: the cores this process may use
+    on the CPU backend (XLA runs one such call on little more than one core; ``docs/benchmarks.md``), else 1 (an
+    accelerator runs one program at a time)."""
+    if jax.default_backend() != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
 
 
 def in_groups(fn: Callable[[slice], Any], total: int, workers: int, size: int | None = None) -> Any:
