@@ -71,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     # appended after the source's with zero modulation (zero gates: each starts as the identity, so the grown model
     # computes the source's function) and their other weights freshly drawn. Every other field must still match.
     c.init_grow = False
+    # With a workdir as init_from: start each stage from the source's *stable* checkpoint — its state when its
+    # learning-rate decay began (saved by budgeted runs in {workdir}/{stage}/stable): parameters, EMA and the whole
+    # optimiser state (moments and schedule count: no warm-up), so that runs extend one constant-rate phase and only
+    # each run's own decay is annealed (warmup-stable-decay across runs). Excludes init_moments and init_grow.
+    c.init_stable = False
 
     c.data = ml_collections.ConfigDict(
         dict(

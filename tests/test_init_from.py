@@ -17,6 +17,7 @@ from cfip_jax import model_io
 from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import export as export_lib
 from cfip_jax.train import init_from, lineage, loop
+from cfip_jax.train.metrics_writer import read_metrics
 from cfip_jax.train.parallel import make_mesh, replicated, to_host
 
 STEPS = {"encoder.steps": 2, "decoder.steps": 2, "checkpoint_every": 2}
@@ -245,3 +246,95 @@ def test_a_stage_stopped_and_resumed_counts_every_session_seconds_in_its_lineage
         assert session[k] < stage[k] <= first[k] + session[k] + 0.1
     loop.run(config, workdir, ("encoder",))  # already complete: nothing trained, nothing added
     assert lineage.read(workdir)[0]["stages"]["encoder"] == stage
+
+
+class _Clock:
+    """Advances by ``tick`` at every reading (a deterministic budget clock)."""
+
+    def __init__(self, tick: float):
+        self.t, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.t += self.tick
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def budgeted_source(tmp_path_factory):
+    """A budgeted run of both stages (deterministic clock): each stage fixes its decay part-way and saves its
+    stable checkpoint then."""
+    from cfip_jax.train import budget as budget_lib
+
+    workdir = str(tmp_path_factory.mktemp("budgeted") / "run")
+    ema = {f"{n}.ema.{k}": v for n in ("encoder", "decoder") for k, v in (("every", 1), ("update_after", 0))}
+    config = tiny_config(max_seconds=24.0, encoder_share=0.5, log_every=1, checkpoint_every=1000, **ema)
+    clock, budget_lib.CLOCK = budget_lib.CLOCK, _Clock(0.1)
+    try:
+        loop.run(config, workdir)
+    finally:
+        budget_lib.CLOCK = clock
+    return workdir, config
+
+
+def _restore(workdir, config, name, subdir):
+    abstract = loop.abstract_state(config, name, replicated(make_mesh()))
+    with ckpt_lib.StageCheckpointer(workdir, name, keep=1000, async_save=False, subdir=subdir) as ck:
+        step, state, _, budget = ck.restore_latest_with_budget(abstract)
+    return step, state, budget
+
+
+@pytest.mark.parametrize("name", ["encoder", "decoder"])
+def test_a_budgeted_stage_saves_its_state_before_the_decay_as_its_stable_checkpoint(budgeted_source, name):
+    workdir, config = budgeted_source
+    _, _, final = _restore(workdir, config, name, "checkpoints")
+    step, stable, record = _restore(workdir, config, name, ckpt_lib.STABLE)
+    assert final["decay_start"] is not None and step == final["decay_start"] == int(to_host(stable.step))
+    assert record["decay_start"] is None and not record["finished"]  # the budget as it stood before the decay
+    lrs = {r["step"]: r["lr"] for r in read_metrics(workdir) if r.get("stage") == name and "lr" in r}
+    peak = config[name].optim.lr
+    assert lrs[step] == pytest.approx(peak) and lrs[step + 2] < peak  # the decay's cosine starts at 1 after it
+
+
+def test_init_stable_starts_from_the_whole_stable_state_and_notes_it(budgeted_source, tmp_path):
+    workdir, config = budgeted_source
+    step, stable, _ = _restore(workdir, config, "decoder", ckpt_lib.STABLE)
+    nxt = str(tmp_path / "next")
+    cont = config.copy_and_resolve_references()
+    cont.update(dict(init_from=workdir, seed=1, init_stable=True))
+    source = init_from.check(cont)
+    os.makedirs(nxt)
+    lineage.open_run(nxt, cont, source)
+    state = loop.state_from_source(cont, nxt, "decoder", make_mesh())
+    assert int(to_host(state.step)) == 0  # a new run: its own step count and data stream
+    for part in ("params", "ema_params", "opt_state"):  # Adam's moments and the schedule's count: no warm-up
+        assert_trees_equal(getattr(state, part), getattr(stable, part))
+    raw, ema = jax.tree.leaves(to_host(stable.params)), jax.tree.leaves(to_host(stable.ema_params))
+    assert not all(np.array_equal(a, b) for a, b in zip(raw, ema, strict=True))  # both carried, not one twice
+    assert_trees_equal(state.frozen, init_from.load_source(workdir).model.encoder_params)
+    note = lineage.read(nxt)[-1]["stable_start"]["decoder"]
+    assert note["step"] == step and len(note["ema_sha256"]) == 64
+    assert note["ema_sha256"] != source.sha256  # the stable EMA, not the source's annealed final weights
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"init_moments": True}, "init_stable excludes init_grow and init_moments"),
+        ({"init_grow": True, "decoder.model.num_layers": 2}, "init_stable excludes init_grow and init_moments"),
+    ],
+)
+def test_init_stable_conflicts_are_refused(budgeted_source, tmp_path, overrides, message):
+    workdir, _ = budgeted_source
+    with pytest.raises(ValueError, match=message) as err:
+        loop.run(tiny_config(**STEPS, init_from=workdir, seed=1, init_stable=True, **overrides), str(tmp_path / "a"))
+    assert "\n" not in str(err.value) and not (tmp_path / "a").exists()
+
+
+def test_init_stable_needs_a_workdir_with_a_stable_checkpoint(source, tmp_path):
+    workdir, export = source  # a run bounded by steps: no decay was fixed, so no stable checkpoint
+    with pytest.raises(ValueError, match="needs a workdir as init_from"):
+        loop.run(tiny_config(**STEPS, init_from=export, seed=1, init_stable=True), str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="has no stable encoder checkpoint") as err:
+        loop.run(tiny_config(**STEPS, init_from=workdir, seed=1, init_stable=True), str(tmp_path / "b"))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

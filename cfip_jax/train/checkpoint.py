@@ -44,6 +44,7 @@ MAY_DIFFER = (
     "data.pack",  # a layout of the same datasets: the same losses and updates
     "init_moments",  # read only when a stage starts; a resume restores the checkpoint's own optimiser state
     "init_grow",  # read only when a stage starts from init_from
+    "init_stable",  # read only when a stage starts from init_from
     # The time budget: once a stage's decay is fixed, its checkpointed BudgetState governs.
     "max_seconds",
     "encoder_share",
@@ -125,30 +126,34 @@ def check_writable(directory: str) -> None:
         raise ValueError(f"workdir {directory!r} is not writable: {e.strerror or e}") from None
 
 
-def has_checkpoints(workdir: str, stage: str) -> bool:
-    """Whether ``{workdir}/{stage}/checkpoints`` holds a checkpoint (creates nothing)."""
-    directory = os.path.join(workdir, stage, "checkpoints")
+STABLE = "stable"  # a budgeted stage's last state before its decay: ``{workdir}/{stage}/stable``
+
+
+def has_checkpoints(workdir: str, stage: str, subdir: str = "checkpoints") -> bool:
+    """Whether ``{workdir}/{stage}/{subdir}`` holds a checkpoint (creates nothing)."""
+    directory = os.path.join(workdir, stage, subdir)
     if not os.path.isdir(directory):
         return False
-    with StageCheckpointer(workdir, stage, keep=1000, async_save=False) as ck:
+    with StageCheckpointer(workdir, stage, keep=1000, async_save=False, subdir=subdir) as ck:
         return bool(ck.steps())
 
 
 class StageCheckpointer:
     """The Orbax ``CheckpointManager`` of one stage, with fallback to the previous checkpoint on read errors."""
 
-    def __init__(self, workdir: str, stage: str, keep: int, *, async_save: bool = True):
-        """Open (and create) ``{workdir}/{stage}/checkpoints``.
+    def __init__(self, workdir: str, stage: str, keep: int, *, async_save: bool = True, subdir: str = "checkpoints"):
+        """Open (and create) ``{workdir}/{stage}/{subdir}``.
 
         Args:
           workdir: the run directory.
           stage: ``"encoder"`` or ``"decoder"``.
           keep: how many of the latest checkpoints to keep.
           async_save: write checkpoints in a background thread.
+          subdir: ``"checkpoints"`` (the stage's own), or :data:`STABLE` (its state when the decay began).
         """
         self.stage = stage
         self.stage_dir = os.path.abspath(os.path.join(workdir, stage))
-        self.directory = os.path.join(self.stage_dir, "checkpoints")
+        self.directory = os.path.join(self.stage_dir, subdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save, save_interval_steps=1
         )

@@ -14,6 +14,12 @@ shipped model) or a ``train.py`` workdir — instead of a random initialisation:
   afresh. Adam forgets within about ``1 / (1 − b2)`` steps (20 at ``b2 = 0.95``), and measured over 400 continued
   steps carrying changed neither the training loss nor the fixed-set score beyond their scatter
   (docs/training_study.md): the fresh optimiser is the default;
+- with ``--config.init_stable`` and a workdir source, each stage starts from the source's *stable* checkpoint
+  instead (:func:`stable_state`): the state a budgeted stage saves when its learning-rate decay begins — parameters,
+  EMA and the whole optimiser state (Adam's moments and the schedule's count, so there is no second warm-up). The run
+  extends the source's constant-rate phase and anneals in its own decay (a warmup-stable-decay schedule continued
+  across runs), instead of warming up again from the source's annealed end. Its step count, data stream and EMA
+  warm-up start afresh (step 0, the run's own seed);
 - the run's ``seed`` must differ from every seed of the source's lineage, so that the continuation draws new SCMs
   (the data stream is ``fold_in(key(seed), step)``; the same seed would replay the source's first datasets).
 
@@ -137,6 +143,11 @@ def check(config) -> Source | None:
         if grow:
             raise ValueError("init_moments and init_grow exclude each other: a grown decoder has no moments to carry")
         _check_workdir_for_moments(path)
+    if config.get("init_stable"):
+        if grow or config.get("init_moments"):
+            raise ValueError("init_stable excludes init_grow and init_moments: it carries the source's whole state")
+        if not is_workdir(path):
+            raise ValueError(f"init_stable needs a workdir as init_from (an export holds no stable checkpoint): {path}")
     used = sorted({int(r["seed"]) for r in source.lineage if r.get("seed") is not None})
     if int(config.seed) in used:
         raise ValueError(
@@ -231,3 +242,17 @@ def carry_moments(source: Source, name: str, abstract: Any, opt_state: Any) -> A
         raise ValueError(f"init_moments: {source.path} has no readable {name} checkpoint")
     k = _adam_index(opt_state)
     return tuple(restored[1].opt_state[k] if j == k else s for j, s in enumerate(opt_state))
+
+
+def stable_state(source: Source, name: str, abstract: Any) -> tuple[int, Any]:
+    """``(step, state)``: the stable checkpoint of stage ``name`` in the workdir ``source`` (its state when its decay
+    began, :data:`cfip_jax.train.checkpoint.STABLE`), restored into ``abstract`` (the stage's abstract train state
+    with shardings). Raises a one-line ``ValueError`` when there is none."""
+    if is_workdir(source.path) and ckpt_lib.has_checkpoints(source.path, name, ckpt_lib.STABLE):
+        with ckpt_lib.StageCheckpointer(source.path, name, keep=1000, async_save=False, subdir=ckpt_lib.STABLE) as ck:
+            restored = ck.restore_latest(abstract)
+        if restored is not None:
+            return restored[0], restored[1]
+    raise ValueError(
+        f"init_stable: {source.path} has no stable {name} checkpoint (a budgeted stage saves one when its decay begins)"
+    )

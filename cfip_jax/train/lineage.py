@@ -10,7 +10,9 @@ A run's record (``{workdir}/lineage.json``: ``{"runs": [...]}``, the source's ru
   counted too), and ``val`` (the last validation of its EMA parameters: the fixed-set means when ``eval.fixed``),
   ``val_set`` naming the set;
 - ``val_before``: the fixed-set scores of the start weights (the source's last record's ``val``; None for a random
-  start).
+  start);
+- ``stable_start`` (``init_stable`` runs only): per stage, the source's step at its stable checkpoint and the sha256
+  of the EMA weights started from (``val_before`` is then the source's final scores, not the stable state's).
 
 :func:`of_info` reads a model's lineage from its export info (an export written before lineages existed gives one
 record rebuilt from its provenance fields); :func:`totals` sums steps, datasets and seconds over the runs.
@@ -104,6 +106,16 @@ def add_stage(workdir: str, name: str, *, steps: int, datasets: int, cpu_s: floa
                  wall_s=round(before[1] + wall_s, 1), val=val, val_set=val_set)  # fmt: skip
     runs[-1]["stages"][name] = stage
     runs[-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write(workdir, runs)
+
+
+def note_stable_start(workdir: str, name: str, *, step: int, sha256: str) -> None:
+    """Record that this run's stage ``name`` started from its source's stable checkpoint (``init_stable``): the
+    source's step there and the digest of its EMA weights (``stable_start`` of this run's record)."""
+    runs = read(workdir)
+    if not runs:
+        raise ValueError(f"{workdir}: no {FILE} (open_run first)")
+    runs[-1].setdefault("stable_start", {})[name] = dict(step=int(step), ema_sha256=sha256)
     _write(workdir, runs)
 
 

@@ -24,6 +24,7 @@ Each run records itself in ``{workdir}/lineage.json`` (:mod:`cfip_jax.train.line
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -199,6 +200,8 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
         else:
             frozen = init_lib.stage_variables(source, abstract.frozen, "encoder")
             _say("decoder: no stage-1 checkpoint here; the source's encoder is frozen inside stage 2")
+    if config.get("init_stable"):
+        return _stable_start(config, workdir, name, mesh, source, frozen)
     state = jax.jit(lambda p, f: TrainState.create(p, tx, f), out_shardings=replicated(mesh))(params, frozen)
     how = "fresh optimiser"
     if config.get("init_moments"):
@@ -209,6 +212,25 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
     return state
 
 
+def _stable_start(config, workdir: str, name: str, mesh, source, frozen) -> TrainState:
+    """``init_stable``: the source's stable checkpoint of stage ``name`` (parameters, EMA, optimiser state) at step 0,
+    with ``frozen`` as the frozen encoder; the start is noted in this workdir's lineage."""
+    at, state = init_lib.stable_state(source, name, abstract_state(config, name, replicated(mesh)))
+    state = state.replace(step=jnp.zeros_like(state.step), frozen=frozen if name == "decoder" else state.frozen)
+    ema = _with_params(source.model, name, state.ema_params)
+    digest = init_lib.params_sha256(ema)
+    if jax.process_index() == 0:
+        lineage_lib.note_stable_start(workdir, name, step=at, sha256=digest)
+    _say(f"{name}: starting from the stable checkpoint at step {at} of {source.path} (EMA sha256 {digest[:12]}…): "
+         "its parameters, EMA and optimiser state, no warm-up")  # fmt: skip
+    return state
+
+
+def _with_params(model: model_lib.TrainedModel, name: str, params: Any) -> model_lib.TrainedModel:
+    """``model`` with stage ``name``'s network variables replaced by ``params``."""
+    return dataclasses.replace(model, **{f"{name}_params": params})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One stage
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +238,7 @@ class StageRun:
     """The host side of a stage's loop: its end, and the actions after each step (log, validate, checkpoint)."""
 
     def __init__(self, config, workdir, name, state, start, ckpt, mesh, budget_state, clock0=None):
-        self.config, self.name, self.state, self.ckpt = config, name, state, ckpt
+        self.config, self.name, self.state, self.ckpt, self.workdir = config, name, state, ckpt, workdir
         # The stage's seconds (the lineage's record): the resumed checkpoint's, then this session's from ``clock0``.
         self.spent_before = ckpt.read_spent(start) if start > 0 else {"cpu_s": 0.0, "wall_s": 0.0}
         self.clock0 = clock0 or (time.process_time(), time.perf_counter())
@@ -274,6 +296,7 @@ class StageRun:
         if jax.process_count() > 1:
             plan = np.asarray(multihost_utils.broadcast_one_to_all(plan))
         if plan[0] >= 0 and not self.budget.decaying:
+            self.save_stable(done)
             self.budget.start_decay(int(plan[0]), int(plan[1]))
             _say(f"{self.name}: learning-rate decay over the last {int(plan[1])} steps (from step {int(plan[0])}, "
                  f"{self.budget.remaining():.0f} s left)")  # fmt: skip
@@ -351,6 +374,14 @@ class StageRun:
             return None
         now = (time.process_time(), time.perf_counter())
         return {k: round(self.spent_before[k] + now[i] - self.clock0[i], 1) for i, k in enumerate(("cpu_s", "wall_s"))}
+
+    def save_stable(self, done: int) -> None:
+        """Save the state after step ``done``, the last before the decay, as the stage's stable checkpoint
+        (``{workdir}/{name}/stable``, one kept): where a continued run with ``init_stable`` starts."""
+        with ckpt_lib.StageCheckpointer(self.workdir, self.name, keep=1, async_save=False,
+                                        subdir=ckpt_lib.STABLE) as ck:  # fmt: skip
+            ck.save(done, self.state, self.cfg_dict, self.budget.snapshot(done), self.spent())
+        _say(f"{self.name}: stable checkpoint (the state before the decay) saved at step {done} in {ck.directory}")
 
     def checkpoint(self, done: int) -> None:
         snapshot = None if self.budget is None else self.budget.snapshot(done)
@@ -507,6 +538,11 @@ def run(
         for s in stages:
             if not (ckpt_lib.has_checkpoints(source.path, s) or ckpt_lib.has_checkpoints(workdir, s)):
                 raise ValueError(f"init_moments: {source.path} has no {s} checkpoint to carry Adam's moments from")
+    if source is not None and config.get("init_stable"):
+        for s in stages:
+            if not (ckpt_lib.has_checkpoints(source.path, s, ckpt_lib.STABLE) or ckpt_lib.has_checkpoints(workdir, s)):
+                raise ValueError(f"init_stable: {source.path} has no stable {s} checkpoint (a budgeted stage saves one "
+                                 "when its decay begins)")  # fmt: skip
     ckpt_lib.check_writable(workdir)
     main = jax.process_index() == 0
     if main:
