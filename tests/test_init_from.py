@@ -314,6 +314,16 @@ def test_init_stable_starts_from_the_whole_stable_state_and_notes_it(budgeted_so
     note = lineage.read(nxt)[-1]["stable_start"]["decoder"]
     assert note["step"] == step and len(note["ema_sha256"]) == 64
     assert note["ema_sha256"] != source.sha256  # the stable EMA, not the source's annealed final weights
+    # Run for real: the first steps go at the peak rate (the carried schedule count), and the log says so.
+    from cfip_jax.train import budget as budget_lib
+
+    clock, budget_lib.CLOCK = budget_lib.CLOCK, _Clock(0.1)
+    try:
+        loop.run(cont, str(tmp_path / "ran"), ("decoder",))
+    finally:
+        budget_lib.CLOCK = clock
+    lrs = [r["lr"] for r in read_metrics(str(tmp_path / "ran")) if "lr" in r]
+    assert lrs[0] == pytest.approx(config.decoder.optim.lr) and lrs[-1] < lrs[0]
 
 
 @pytest.mark.parametrize(

@@ -92,13 +92,20 @@ def _update(
     metrics = {
         "finite": finite,  # the loss and every new parameter are finite
         "loss": loss,
-        "lr": schedule(state.step) * lr_scale,
+        "lr": schedule(_schedule_count(state)) * lr_scale,
         "grad_norm": optax.tree.norm(grads),
         "update_norm": optax.tree.norm(updates),
         "param_norm": optax.tree.norm(params),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
     return new_state, metrics, grads
+
+
+def _schedule_count(state: TrainState) -> jax.Array:
+    """The optimiser's own step count (its learning-rate schedule's): the state's step, except in a run started from
+    a stable checkpoint (``init_stable``), whose optimiser state carries the source's count."""
+    counts = [s.count for s in state.opt_state if isinstance(s, optax.ScaleByScheduleState)]
+    return counts[0] if len(counts) == 1 else state.step
 
 
 @dataclasses.dataclass(frozen=True)
