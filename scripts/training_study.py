@@ -62,6 +62,8 @@ CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
         *(f"--config.{s}.model.{k}={v}" for s in ("encoder", "decoder")
           for k, v in (("num_layers", 1), ("d_model", 128), ("num_heads", 8), ("mlp_dim", 256))),
         "--config.encoder.model.head_dim=256"]),
+    "q100": ("configs/cpu.py with 100 stage-2 queries per dataset instead of 200 (data.n 300; the frozen encoder still "
+             "reads 200 context rows; stage 1 unchanged)", ["--config.data.n=300"]),
 }  # fmt: skip
 COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=100",
           "--config.checkpoint_every=500", "--config.log_every=50"]  # fmt: skip
