@@ -3,11 +3,13 @@
 Same reference-shaped optimiser and EMA as ``configs/default.py``, the paper's data protocol where a CPU can afford
 it, and the recipe measured in ``docs/training_study.md``:
 
-- Data: SCMs with d = 10 or 20 nodes (mixed, packed into rows of 20), n = 400 samples (stage 2: samples 0..199 are
-  the encoder's context, 200..399 the decoder's queries, as in ``configs/paper.py``); stage 1 trains on 200 samples
-  per dataset (``data.encoder_n``: the encoder's sample attention costs n², and 200 is the context it encodes in
-  stage 2 and in ``CondFiP.fit``); linear and RFF mechanisms on ER / SF-in / SF-out graphs with Gaussian noise,
-  in-distribution priors; 4 datasets per step.
+- Data: SCMs with d = 10 or 20 nodes (mixed, packed into rows of 20), n = 300 samples (stage 2: samples 0..199 are
+  the encoder's context, 200..299 the decoder's queries; ``configs/paper.py`` scores 200 queries, and 100 gave 1.2×
+  the steps per CPU second and a better fixed-set score at equal CPU time, docs/training_study.md, "Fewer stage-2
+  queries"; runs of the lineage that began with n = 400 resume with ``--config.data.n=400``); stage 1 trains on
+  200 samples per dataset (``data.encoder_n``: the encoder's sample attention costs n², and 200 is the context it
+  encodes in stage 2 and in ``CondFiP.fit``); linear and RFF mechanisms on ER / SF-in / SF-out graphs with
+  Gaussian noise, in-distribution priors; 4 datasets per step.
 - Networks: width D = 96 (6 heads × 16, MLP 192, head 192), 2 encoder layer pairs, 2 adaLN layers.
 - Budget: ``max_seconds`` = 7,200 s of wall time for both stages, 30 % to stage 1 (``encoder_share``); each stage
   warms up, holds its peak learning rate (1e-3 / 4e-3) and decays over the last 20 % of its time
@@ -48,7 +50,7 @@ def get_config(mode: str = "budget") -> ml_collections.ConfigDict:
 
     c.data.node_counts = (10, 20)
     c.data.max_nodes = 20
-    c.data.n = 400
+    c.data.n = 300  # 200 context rows + 100 stage-2 queries (the fixed validation set keeps its 400: 200 + 200)
     c.data.encoder_n = 200
     c.data.n_context = 200
     c.data.batch_size = 4

@@ -54,7 +54,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
 # Variants of today's configs/cpu.py (``--base cpu``: no BASE overrides) for the step's shape: fewer, wider heads at the
 # same width D = 96 (the attention's products contract over 48 instead of 16), and fewer, wider layers.
 CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
-    "cpu": ("configs/cpu.py as shipped (D 96, 6 heads × 16, n200, lr 1e-3 / 4e-3, 30 % stage 1)", []),
+    "cpu": ("configs/cpu.py as it is (D 96, 6 heads × 16, n200, lr 1e-3 / 4e-3, 30 % stage 1; since 2026-12-07 100 "
+            "stage-2 queries per dataset)", []),
+    "q200": ("configs/cpu.py with 200 stage-2 queries per dataset (data.n 400: the recipe before 2026-12-07)",
+             ["--config.data.n=400"]),
     "heads2x48": ("configs/cpu.py with 2 heads × 48 in both networks (same width)", [
         f"--config.{s}.model.{k}={v}" for s in ("encoder", "decoder") for k, v in (("num_heads", 2), ("key_dim", 48))]),
     "wide1": ("wider and shallower at about today's FLOPs per step: one layer pair / one adaLN layer at D 128 (8 heads "
