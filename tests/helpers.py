@@ -1,5 +1,6 @@
-"""Shared test helpers: the tiny run config, tree comparisons, checkpoint listings."""
+"""Shared test helpers: the tiny run config, tree comparisons, checkpoint listings, a fake clock."""
 
+import itertools
 import os
 
 import jax
@@ -21,6 +22,17 @@ def tiny_config(**overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+class FakeClock:
+    """Advances by ``tick`` seconds at every reading: deterministic elapsed times (a budget's clock in tests)."""
+
+    def __init__(self, tick: float):
+        self.ticks = itertools.count()
+        self.tick = tick
+
+    def __call__(self) -> float:
+        return next(self.ticks) * self.tick
 
 
 def assert_trees_equal(a, b):

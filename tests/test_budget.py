@@ -1,28 +1,16 @@
 """Time-budgeted stages (cfip_jax.train.budget): the schedule, the clock, and a run that stops, resumes and ends."""
 
-import itertools
 import math
 import os
 
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, tiny_config
+from helpers import FakeClock, assert_trees_equal, tiny_config
 
 from cfip_jax.train import budget as budget_lib
 from cfip_jax.train import loop
 from cfip_jax.train.metrics_writer import read_metrics
 from cfip_jax.train.optim import learning_rate_schedule
-
-
-class FakeClock:
-    """Advances by ``tick`` seconds at every reading: deterministic elapsed times."""
-
-    def __init__(self, tick: float):
-        self.ticks = itertools.count()
-        self.tick = tick
-
-    def __call__(self) -> float:
-        return next(self.ticks) * self.tick
 
 
 def test_budget_fixes_the_decay_from_the_measured_rate_and_ends_at_the_budget():

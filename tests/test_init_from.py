@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_trees_equal, tiny_config
+from helpers import FakeClock, assert_trees_equal, tiny_config
 
 from cfip_jax import model_io
+from cfip_jax.train import budget as budget_lib
 from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import export as export_lib
 from cfip_jax.train import init_from, lineage, loop
@@ -248,31 +249,16 @@ def test_a_stage_stopped_and_resumed_counts_every_session_seconds_in_its_lineage
     assert lineage.read(workdir)[0]["stages"]["encoder"] == stage
 
 
-class _Clock:
-    """Advances by ``tick`` at every reading (a deterministic budget clock)."""
-
-    def __init__(self, tick: float):
-        self.t, self.tick = 0.0, tick
-
-    def __call__(self) -> float:
-        self.t += self.tick
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def budgeted_source(tmp_path_factory):
     """A budgeted run of both stages (deterministic clock): each stage fixes its decay part-way and saves its
     stable checkpoint then."""
-    from cfip_jax.train import budget as budget_lib
-
     workdir = str(tmp_path_factory.mktemp("budgeted") / "run")
     ema = {f"{n}.ema.{k}": v for n in ("encoder", "decoder") for k, v in (("every", 1), ("update_after", 0))}
     config = tiny_config(max_seconds=24.0, encoder_share=0.5, log_every=1, checkpoint_every=1000, **ema)
-    clock, budget_lib.CLOCK = budget_lib.CLOCK, _Clock(0.1)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a module-scoped fixture: its own patch context
+        mp.setattr(budget_lib, "CLOCK", FakeClock(0.1))
         loop.run(config, workdir)
-    finally:
-        budget_lib.CLOCK = clock
     return workdir, config
 
 
@@ -295,7 +281,7 @@ def test_a_budgeted_stage_saves_its_state_before_the_decay_as_its_stable_checkpo
     assert lrs[step] == pytest.approx(peak) and lrs[step + 2] < peak  # the decay's cosine starts at 1 after it
 
 
-def test_init_stable_starts_from_the_whole_stable_state_and_notes_it(budgeted_source, tmp_path):
+def test_init_stable_starts_from_the_whole_stable_state_and_notes_it(budgeted_source, tmp_path, monkeypatch):
     workdir, config = budgeted_source
     step, stable, _ = _restore(workdir, config, "decoder", ckpt_lib.STABLE)
     nxt = str(tmp_path / "next")
@@ -315,13 +301,8 @@ def test_init_stable_starts_from_the_whole_stable_state_and_notes_it(budgeted_so
     assert note["step"] == step and len(note["ema_sha256"]) == 64
     assert note["ema_sha256"] != source.sha256  # the stable EMA, not the source's annealed final weights
     # Run for real: the first steps go at the peak rate (the carried schedule count), and the log says so.
-    from cfip_jax.train import budget as budget_lib
-
-    clock, budget_lib.CLOCK = budget_lib.CLOCK, _Clock(0.1)
-    try:
-        loop.run(cont, str(tmp_path / "ran"), ("decoder",))
-    finally:
-        budget_lib.CLOCK = clock
+    monkeypatch.setattr(budget_lib, "CLOCK", FakeClock(0.1))
+    loop.run(cont, str(tmp_path / "ran"), ("decoder",))
     lrs = [r["lr"] for r in read_metrics(str(tmp_path / "ran")) if "lr" in r]
     assert lrs[0] == pytest.approx(config.decoder.optim.lr) and lrs[-1] < lrs[0]
 

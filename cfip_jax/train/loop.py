@@ -188,11 +188,6 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
     stage 2 freezes this workdir's stage-1 EMA encoder, or the source's when this workdir has no stage-1 checkpoint."""
     source = init_lib.load_source(config.init_from)
     abstract = abstract_state(config, name)
-    stage, spec, tx = stage_parts(config, name)
-    fresh = None
-    if config.get("init_grow") and name == "decoder":  # the layers the source lacks: drawn, then zero-modulated
-        fresh = jax.jit(lambda k: stage.init(k, spec))(stream_key(config.seed, name, STREAM_INIT))
-    params = init_lib.stage_variables(source, abstract.params, name, fresh)
     frozen = None
     if name == "decoder":
         if _has_checkpoint(workdir, "encoder"):
@@ -200,8 +195,13 @@ def state_from_source(config, workdir: str, name: str, mesh: jax.sharding.Mesh) 
         else:
             frozen = init_lib.stage_variables(source, abstract.frozen, "encoder")
             _say("decoder: no stage-1 checkpoint here; the source's encoder is frozen inside stage 2")
-    if config.get("init_stable"):
+    if config.get("init_stable"):  # the whole state from the source's stable checkpoint, not its final weights
         return _stable_start(config, workdir, name, mesh, source, frozen)
+    stage, spec, tx = stage_parts(config, name)
+    fresh = None
+    if config.get("init_grow") and name == "decoder":  # the layers the source lacks: drawn, then zero-modulated
+        fresh = jax.jit(lambda k: stage.init(k, spec))(stream_key(config.seed, name, STREAM_INIT))
+    params = init_lib.stage_variables(source, abstract.params, name, fresh)
     state = jax.jit(lambda p, f: TrainState.create(p, tx, f), out_shardings=replicated(mesh))(params, frozen)
     how = "fresh optimiser"
     if config.get("init_moments"):
