@@ -1,5 +1,5 @@
-"""Continued training (cfip_jax.train.init_from) and the lineage it records (cfip_jax.train.lineage,
-cfip_jax.train.export)."""
+"""Continued training (cfip_jax.train.init_from), the lineage it records (cfip_jax.train.lineage,
+cfip_jax.train.export) and a run carried between machines (cfip_jax.train.carry)."""
 
 import json
 import os
@@ -15,9 +15,9 @@ from helpers import FakeClock, assert_trees_equal, tiny_config
 
 from cfip_jax import model_io
 from cfip_jax.train import budget as budget_lib
+from cfip_jax.train import carry, init_from, lineage, loop
 from cfip_jax.train import checkpoint as ckpt_lib
 from cfip_jax.train import export as export_lib
-from cfip_jax.train import init_from, lineage, loop
 from cfip_jax.train.metrics_writer import read_metrics
 from cfip_jax.train.parallel import make_mesh, replicated, to_host
 
@@ -329,3 +329,82 @@ def test_init_stable_needs_a_workdir_with_a_stable_checkpoint(source, tmp_path):
         loop.run(tiny_config(**STEPS, init_from=workdir, seed=1, init_stable=True), str(tmp_path / "b"))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# -- carried between machines (cfip_jax.train.carry) -------------------------------------------------------------
+
+
+def test_a_packed_workdir_unpacks_to_every_state_it_resumes_from(budgeted_source, tmp_path):
+    workdir, config = budgeted_source
+    first, again = str(tmp_path / "a.tar"), str(tmp_path / "b.tar")
+    manifest = carry.pack(workdir, first)
+    carry.pack(workdir, again)
+    assert open(first, "rb").read() == open(again, "rb").read()  # deterministic: the same state, the same bytes
+    assert manifest["summary"]["decoder"]["stable"] is not None and manifest["summary"]["export"]
+    moved = str(tmp_path / "elsewhere" / "run")
+    carry.unpack(first, moved)
+    for name in ("encoder", "decoder"):
+        for subdir in ("checkpoints", ckpt_lib.STABLE):
+            step, state, budget = _restore(workdir, config, name, subdir)
+            assert _restore(moved, config, name, subdir)[0] == step
+            assert_trees_equal(_restore(moved, config, name, subdir)[1], state)
+            assert _restore(moved, config, name, subdir)[2] == budget
+    assert init_from.load_source(moved).sha256 == init_from.load_source(workdir).sha256
+    assert lineage.read(moved) == lineage.read(workdir) and read_metrics(moved) == read_metrics(workdir)
+    with pytest.raises(ValueError, match="already holds encoder checkpoints") as err:
+        carry.unpack(first, moved)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unpacked_run_resumes_as_the_original_would(source, tmp_path):
+    workdir, _ = source
+    packed = str(tmp_path / "run.tar")
+    carry.pack(workdir, packed)
+    carry.unpack(packed, str(tmp_path / "moved"))
+    shutil.copytree(workdir, str(tmp_path / "copy"))
+    longer = tiny_config(**{**STEPS, "decoder.steps": 3})
+    resumed = [loop.run(longer, str(tmp_path / w), ("decoder",))["decoder"] for w in ("moved", "copy")]
+    assert int(to_host(resumed[0].step)) == 3
+    assert_trees_equal(resumed[0], resumed[1])
+    steps = [r["step"] for r in read_metrics(str(tmp_path / "moved")) if r.get("stage") == "decoder" and "loss" in r]
+    assert steps[-1] == 3 and steps.count(3) == 1
+
+
+def _rewrite(src, dst, change):
+    """Copy the tar ``src`` to ``dst`` member by member, ``change(name, data)`` returning the new bytes (None drops
+    the member)."""
+    import io
+    import tarfile
+
+    with tarfile.open(src) as a, tarfile.open(dst, "w") as b:
+        for member in a:
+            data = change(member.name, a.extractfile(member).read())
+            if data is not None:
+                member.size = len(data)
+                b.addfile(member, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n.endswith("params.npz") else d, "does not match its size"),
+        (lambda n, d: None if n.endswith("config.json") and "/" not in n else d, "listed member"),
+        (lambda n, d: d.replace(b'"lineage.json"', b'"../lineage.json"') if n == carry.MANIFEST else d, "plain"),
+        (lambda n, d: d.replace(carry.FORMAT.encode(), b"x/1") if n == carry.MANIFEST else d, "manifest"),
+    ],
+    ids=["a flipped bit", "a missing member", "a path outside", "another format"],
+)
+def test_a_damaged_carry_file_is_refused_and_leaves_nothing(source, tmp_path, change, message):
+    packed, damaged = str(tmp_path / "run.tar"), str(tmp_path / "damaged.tar")
+    carry.pack(source[0], packed)
+    _rewrite(packed, damaged, change)
+    with pytest.raises(ValueError, match=message) as err:
+        carry.unpack(damaged, str(tmp_path / "w"))
+    assert "\n" not in str(err.value) and not (tmp_path / "w").exists()
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".carry_")] == []
+    with open(packed, "rb") as f:
+        truncated = f.read()[: os.path.getsize(packed) // 2]
+    with open(damaged, "wb") as f:
+        f.write(truncated)
+    with pytest.raises(ValueError, match="damaged"):
+        carry.unpack(damaged, str(tmp_path / "w"))

@@ -1,0 +1,242 @@
+"""Training carried between machines: a workdir's resumable state packed into one verified file.
+
+A machine that trains may not keep its ``workdir/`` for the next session; a repository does. ::
+
+    python -m cfip_jax.train.carry pack workdir/run runs/run.tar      # after the run stopped (SIGINT saves)
+    python -m cfip_jax.train.carry unpack runs/run.tar workdir/run    # then rerun the printed command: it resumes
+
+``pack`` writes what ``train.py`` needs to go on where the run stopped — ``config.json``, ``lineage.json``,
+``metrics.jsonl``, each stage's latest checkpoint, its stable checkpoint (the state a budgeted stage saved when its
+decay began: the start of an ``--config.init_stable`` continuation) and the export when there is one — as an
+uncompressed tar whose first member, :data:`MANIFEST`, lists every other member with its size and sha256. Older
+checkpoints, quarantined ones and anything else in the workdir stay behind. The tar is deterministic (sorted members,
+no times or owners), so packing the same state twice gives the same bytes.
+
+``unpack`` reads the manifest, then checks each member's name (a relative path the manifest lists, nothing else),
+type (regular file), size and sha256 before writing it; a missing, extra, truncated or altered member is refused in one
+line and nothing of it is kept. It refuses a workdir that already holds checkpoints. Everything it writes goes to a
+temporary directory first, renamed into place once all members check out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+
+from cfip_jax.train import checkpoint as ckpt_lib
+from cfip_jax.train.stage import STAGES
+
+MANIFEST = "carry.json"
+FORMAT = "cfip_jax.carry/1"
+_TOP = ("config.json", "lineage.json", "metrics.jsonl")
+
+
+def _files_under(root: str, rel: str) -> list[str]:
+    out = []
+    for directory, _, names in os.walk(os.path.join(root, rel)):
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                out.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    return out
+
+
+def _latest_step(directory: str) -> int | None:
+    """The largest finished Orbax step under ``directory`` (unfinished saves carry a suffix and are skipped)."""
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(n) for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
+    return max(steps) if steps else None
+
+
+def select(workdir: str) -> tuple[list[str], dict]:
+    """The files of ``workdir`` a packed run needs (relative, ``/``-separated, sorted) and a summary of them:
+    ``{stage: {"checkpoint": step | None, "stable": step | None}, "export": bool}``."""
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise ValueError(f"{workdir!r} is not a train.py workdir (no config.json)")
+    files = [name for name in _TOP if os.path.isfile(os.path.join(workdir, name))]
+    summary: dict = {}
+    for stage in STAGES:
+        summary[stage] = {}
+        for key, subdir in (("checkpoint", "checkpoints"), ("stable", ckpt_lib.STABLE)):
+            step = _latest_step(os.path.join(workdir, stage, subdir))
+            summary[stage][key] = step
+            if step is not None:
+                files += _files_under(workdir, f"{stage}/{subdir}/{step}")
+    summary["export"] = os.path.isdir(os.path.join(workdir, "export"))
+    if summary["export"]:
+        files += _files_under(workdir, "export")
+    if not any(summary[s]["checkpoint"] is not None for s in STAGES):
+        raise ValueError(f"{workdir!r} holds no checkpoint to carry")
+    return sorted(files), summary
+
+
+def _sha256(path: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
+    return info
+
+
+def _command(workdir: str) -> str | None:
+    try:
+        with open(os.path.join(workdir, "lineage.json")) as f:
+            return json.load(f)["runs"][-1].get("command")
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def pack(workdir: str, out: str) -> dict:
+    """Pack ``workdir``'s resumable state into the tar ``out`` (written to a temporary name, then renamed).
+
+    Returns:
+      the manifest: ``{"format", "files": {name: {"sha256", "bytes"}}, "summary", "command"}``.
+    """
+    names, summary = select(workdir)
+    files = {}
+    for name in names:
+        sha, size = _sha256(os.path.join(workdir, name))
+        files[name] = {"sha256": sha, "bytes": size}
+    manifest = {"format": FORMAT, "files": files, "summary": summary, "command": _command(workdir)}
+    blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp{os.getpid()}"
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_tarinfo(MANIFEST, len(blob)), io.BytesIO(blob))
+        for name in names:
+            with open(os.path.join(workdir, name), "rb") as f:
+                tar.addfile(_tarinfo(name, files[name]["bytes"]), f)
+    os.replace(tmp, out)
+    return manifest
+
+
+def _bad(path: str, why: str) -> ValueError:
+    return ValueError(f"carry file {path!r} is damaged or not one this library wrote: {why}")
+
+
+def _read_manifest(tar: tarfile.TarFile, path: str) -> dict:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile():
+        raise _bad(path, f"its first member is not {MANIFEST}")
+    try:
+        manifest = json.loads(tar.extractfile(first).read())
+    except ValueError as e:
+        raise _bad(path, f"{MANIFEST} is not JSON ({e})") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise _bad(path, f"{MANIFEST} is not a {FORMAT} manifest")
+    for name, entry in manifest["files"].items():
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+            raise _bad(path, f"member name {name!r} is not a plain relative path")
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("bytes"), int)
+        ):
+            raise _bad(path, f"member {name!r} has no sha256 and size in {MANIFEST}")
+    return manifest
+
+
+def _extract_checked(tar: tarfile.TarFile, manifest: dict, path: str, dest: str) -> None:
+    want, seen = manifest["files"], set()
+    for member in tar:  # iterates from the first member again: skip the manifest read already
+        if member.offset == 0:
+            continue
+        name = member.name
+        if name not in want or name in seen or not member.isfile():
+            raise _bad(path, f"member {name!r} is not listed in its manifest (or repeated, or not a file)")
+        data = tar.extractfile(member).read()
+        if len(data) != want[name]["bytes"] or hashlib.sha256(data).hexdigest() != want[name]["sha256"]:
+            raise _bad(path, f"member {name!r} does not match its size or sha256")
+        target = os.path.join(dest, *name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(data)
+        seen.add(name)
+    if seen != set(want):
+        raise _bad(path, f"{len(set(want) - seen)} listed member(s) missing, e.g. {sorted(set(want) - seen)[0]!r}")
+
+
+def unpack(path: str, workdir: str) -> dict:
+    """Check and unpack the carry file ``path`` into ``workdir`` (created; must not hold checkpoints already).
+
+    Returns:
+      its manifest. Raises a one-line ``ValueError`` for a damaged file or an occupied workdir.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"carry file {path!r} does not exist")
+    for stage in STAGES:
+        if _latest_step(os.path.join(workdir, stage, "checkpoints")) is not None:
+            raise ValueError(f"workdir {workdir!r} already holds {stage} checkpoints; unpack into a new workdir")
+    parent = os.path.dirname(os.path.abspath(workdir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".carry_", dir=parent)
+    try:
+        try:
+            with tarfile.open(path, "r:") as tar:
+                manifest = _read_manifest(tar, path)
+                _extract_checked(tar, manifest, path, staging)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise _bad(path, f"{type(e).__name__}: {e}") from None
+        os.makedirs(workdir, exist_ok=True)
+        for name in sorted(os.listdir(staging)):
+            shutil.move(os.path.join(staging, name), os.path.join(workdir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _describe(manifest: dict) -> str:
+    summary = manifest["summary"]
+    parts = [
+        f"{stage} step {s['checkpoint']}" + (f" (stable {s['stable']})" if s["stable"] is not None else "")
+        for stage in STAGES
+        if (s := summary[stage])["checkpoint"] is not None
+    ]
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    return f"{len(manifest['files'])} files, {size / 2**20:.1f} MiB: " + ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cfip_jax.train.carry", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="pack a stopped workdir into one verified tar")
+    p.add_argument("workdir")
+    p.add_argument("out")
+    u = sub.add_parser("unpack", help="check a carry tar and unpack it into a new workdir")
+    u.add_argument("file")
+    u.add_argument("workdir")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "pack":
+            print(f"packed {args.workdir} into {args.out}: {_describe(pack(args.workdir, args.out))}")
+        else:
+            manifest = unpack(args.file, args.workdir)
+            print(f"unpacked {args.file} into {args.workdir}: {_describe(manifest)}")
+            if manifest.get("command"):
+                print(f"resume with: {manifest['command']}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
