@@ -67,6 +67,7 @@ CPU_RECIPES: dict[str, tuple[str, list[str]]] = {
         "--config.encoder.model.head_dim=256"]),
     "q100": ("configs/cpu.py with 100 stage-2 queries per dataset instead of 200 (data.n 300; the frozen encoder still "
              "reads 200 context rows; stage 1 unchanged)", ["--config.data.n=300"]),
+    "q50": ("configs/cpu.py with 50 stage-2 queries per dataset (data.n 250)", ["--config.data.n=250"]),
 }  # fmt: skip
 COMMON = ["--config.budget_clock=process", "--config.eval.fixed=True", "--config.eval_every=100",
           "--config.checkpoint_every=500", "--config.log_every=50"]  # fmt: skip

@@ -408,3 +408,12 @@ def test_a_damaged_carry_file_is_refused_and_leaves_nothing(source, tmp_path, ch
         f.write(truncated)
     with pytest.raises(ValueError, match="damaged"):
         carry.unpack(damaged, str(tmp_path / "w"))
+
+
+def test_a_workdir_that_changes_while_packed_leaves_no_file(source, tmp_path, monkeypatch):
+    real = carry._sha256
+    monkeypatch.setattr(carry, "_sha256", lambda p: ("0" * 64, real(p)[1]) if p.endswith("params.npz") else real(p))
+    out = tmp_path / "run.tar"
+    with pytest.raises(ValueError, match="changed while it was packed") as err:
+        carry.pack(source[0], str(out))
+    assert "\n" not in str(err.value) and os.listdir(tmp_path) == []

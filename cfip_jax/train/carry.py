@@ -4,6 +4,7 @@ A machine that trains may not keep its ``workdir/`` for the next session; a repo
 
     python -m cfip_jax.train.carry pack workdir/run runs/run.tar      # after the run stopped (SIGINT saves)
     python -m cfip_jax.train.carry unpack runs/run.tar workdir/run    # then rerun the printed command: it resumes
+    python -m cfip_jax.train.carry verify runs/run.tar                # check it without unpacking
 
 ``pack`` writes what ``train.py`` needs to go on where the run stopped — ``config.json``, ``lineage.json``,
 ``metrics.jsonl``, each stage's latest checkpoint, its stable checkpoint (the state a budgeted stage saved when its
@@ -104,25 +105,43 @@ def _command(workdir: str) -> str | None:
 def pack(workdir: str, out: str) -> dict:
     """Pack ``workdir``'s resumable state into the tar ``out`` (written to a temporary name, then renamed).
 
+    Every member is read back and checked against the manifest before this returns; a workdir whose files change
+    meanwhile (a run still saving) is refused in one line and no file is left at ``out``.
+
     Returns:
       the manifest: ``{"format", "files": {name: {"sha256", "bytes"}}, "summary", "command"}``.
     """
     names, summary = select(workdir)
     files = {}
-    for name in names:
-        sha, size = _sha256(os.path.join(workdir, name))
-        files[name] = {"sha256": sha, "bytes": size}
+    try:
+        for name in names:
+            sha, size = _sha256(os.path.join(workdir, name))
+            files[name] = {"sha256": sha, "bytes": size}
+        _write_tar(workdir, names, files, summary, out)
+    except OSError as e:
+        raise ValueError(f"{workdir!r} changed while it was packed ({e.strerror or e}); stop the run first") from None
+    try:
+        return verify(out)
+    except ValueError as e:
+        os.remove(out)
+        raise ValueError(f"{workdir!r} changed while it was packed; stop the run first ({e})") from None
+
+
+def _write_tar(workdir: str, names: list[str], files: dict, summary: dict, out: str) -> None:
     manifest = {"format": FORMAT, "files": files, "summary": summary, "command": _command(workdir)}
     blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp{os.getpid()}"
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_tarinfo(MANIFEST, len(blob)), io.BytesIO(blob))
-        for name in names:
-            with open(os.path.join(workdir, name), "rb") as f:
-                tar.addfile(_tarinfo(name, files[name]["bytes"]), f)
-    os.replace(tmp, out)
-    return manifest
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(_tarinfo(MANIFEST, len(blob)), io.BytesIO(blob))
+            for name in names:
+                with open(os.path.join(workdir, name), "rb") as f:
+                    tar.addfile(_tarinfo(name, files[name]["bytes"]), f)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _bad(path: str, why: str) -> ValueError:
@@ -154,7 +173,8 @@ def _read_manifest(tar: tarfile.TarFile, path: str) -> dict:
     return manifest
 
 
-def _extract_checked(tar: tarfile.TarFile, manifest: dict, path: str, dest: str) -> None:
+def _extract_checked(tar: tarfile.TarFile, manifest: dict, path: str, dest: str | None) -> None:
+    """Check every member against ``manifest`` and write it under ``dest`` (None: check only)."""
     want, seen = manifest["files"], set()
     for member in tar:  # iterates from the first member again: skip the manifest read already
         if member.offset == 0:
@@ -165,13 +185,33 @@ def _extract_checked(tar: tarfile.TarFile, manifest: dict, path: str, dest: str)
         data = tar.extractfile(member).read()
         if len(data) != want[name]["bytes"] or hashlib.sha256(data).hexdigest() != want[name]["sha256"]:
             raise _bad(path, f"member {name!r} does not match its size or sha256")
+        seen.add(name)
+        if dest is None:
+            continue
         target = os.path.join(dest, *name.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as f:
             f.write(data)
-        seen.add(name)
     if seen != set(want):
         raise _bad(path, f"{len(set(want) - seen)} listed member(s) missing, e.g. {sorted(set(want) - seen)[0]!r}")
+
+
+def _read_checked(path: str, dest: str | None) -> dict:
+    if not os.path.isfile(path):
+        raise ValueError(f"carry file {path!r} does not exist")
+    try:
+        with tarfile.open(path, "r:") as tar:
+            manifest = _read_manifest(tar, path)
+            _extract_checked(tar, manifest, path, dest)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise _bad(path, f"{type(e).__name__}: {e}") from None
+    return manifest
+
+
+def verify(path: str) -> dict:
+    """Check every member of the carry file ``path`` against its manifest (nothing is written). Returns the manifest;
+    raises a one-line ``ValueError`` naming the first problem."""
+    return _read_checked(path, None)
 
 
 def unpack(path: str, workdir: str) -> dict:
@@ -189,12 +229,7 @@ def unpack(path: str, workdir: str) -> dict:
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".carry_", dir=parent)
     try:
-        try:
-            with tarfile.open(path, "r:") as tar:
-                manifest = _read_manifest(tar, path)
-                _extract_checked(tar, manifest, path, staging)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise _bad(path, f"{type(e).__name__}: {e}") from None
+        manifest = _read_checked(path, staging)
         os.makedirs(workdir, exist_ok=True)
         for name in sorted(os.listdir(staging)):
             shutil.move(os.path.join(staging, name), os.path.join(workdir, name))
@@ -223,10 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("unpack", help="check a carry tar and unpack it into a new workdir")
     u.add_argument("file")
     u.add_argument("workdir")
+    v = sub.add_parser("verify", help="check every member of a carry tar against its manifest")
+    v.add_argument("file")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "pack":
             print(f"packed {args.workdir} into {args.out}: {_describe(pack(args.workdir, args.out))}")
+        elif args.cmd == "verify":
+            print(f"{args.file}: every member matches its manifest; {_describe(verify(args.file))}")
         else:
             manifest = unpack(args.file, args.workdir)
             print(f"unpacked {args.file} into {args.workdir}: {_describe(manifest)}")
