@@ -342,6 +342,7 @@ def test_a_packed_workdir_unpacks_to_every_state_it_resumes_from(budgeted_source
     assert open(first, "rb").read() == open(again, "rb").read()  # deterministic: the same state, the same bytes
     assert manifest["summary"]["decoder"]["stable"] is not None and manifest["summary"]["export"]
     moved = str(tmp_path / "elsewhere" / "run")
+    os.makedirs(os.path.join(moved, "decoder", "checkpoints"))  # what a start that failed before its first save leaves
     carry.unpack(first, moved)
     for name in ("encoder", "decoder"):
         for subdir in ("checkpoints", ckpt_lib.STABLE):

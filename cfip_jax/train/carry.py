@@ -230,9 +230,10 @@ def unpack(path: str, workdir: str) -> dict:
     staging = tempfile.mkdtemp(prefix=".carry_", dir=parent)
     try:
         manifest = _read_checked(path, staging)
-        os.makedirs(workdir, exist_ok=True)
-        for name in sorted(os.listdir(staging)):
-            shutil.move(os.path.join(staging, name), os.path.join(workdir, name))
+        for name in manifest["files"]:  # file by file: folders a failed start left (empty stage dirs) are merged into
+            target = os.path.join(workdir, *name.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(staging, *name.split("/")), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
