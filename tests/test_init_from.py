@@ -418,3 +418,21 @@ def test_a_workdir_that_changes_while_packed_leaves_no_file(source, tmp_path, mo
     with pytest.raises(ValueError, match="changed while it was packed") as err:
         carry.pack(source[0], str(out))
     assert "\n" not in str(err.value) and os.listdir(tmp_path) == []
+
+
+def test_a_large_carry_is_written_in_pieces_that_read_as_the_whole(source, tmp_path):
+    whole, split = str(tmp_path / "whole.tar"), str(tmp_path / "split.tar")
+    carry.pack(source[0], whole)
+    carry.pack(source[0], split, part_bytes=300_000)
+    pieces = sorted(p for p in os.listdir(tmp_path) if p.startswith("split.tar."))
+    assert len(pieces) > 2 and not os.path.exists(split)
+    assert all(os.path.getsize(tmp_path / p) <= 300_000 for p in pieces)
+    assert b"".join((tmp_path / p).read_bytes() for p in pieces) == open(whole, "rb").read()
+    carry.unpack(split, str(tmp_path / "w"))
+    assert lineage.read(str(tmp_path / "w")) == lineage.read(source[0])
+    os.remove(tmp_path / pieces[1])  # a piece lost on the way
+    with pytest.raises(ValueError, match="damaged") as err:
+        carry.verify(split)
+    assert "\n" not in str(err.value)
+    carry.pack(source[0], split)  # packed whole again: the pieces of the earlier carry are gone
+    assert os.path.isfile(split) and not [p for p in os.listdir(tmp_path) if p.startswith("split.tar.")]

@@ -22,6 +22,7 @@ temporary directory first, renamed into place once all members check out.
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ from cfip_jax.train.stage import STAGES
 
 MANIFEST = "carry.json"
 FORMAT = "cfip_jax.carry/1"
+PART_BYTES = 16 * 2**20  # a larger carry is written as FILE.000, FILE.001, …: files a repository and a transfer take
 _TOP = ("config.json", "lineage.json", "metrics.jsonl")
 
 
@@ -102,32 +104,87 @@ def _command(workdir: str) -> str | None:
         return None
 
 
-def pack(workdir: str, out: str) -> dict:
-    """Pack ``workdir``'s resumable state into the tar ``out`` (written to a temporary name, then renamed).
+def pack(workdir: str, out: str, part_bytes: int = PART_BYTES) -> dict:
+    """Pack ``workdir``'s resumable state into the tar ``out`` — or, when it is larger than ``part_bytes``, into its
+    consecutive pieces ``out.000``, ``out.001``, … (:func:`unpack` and :func:`verify` take ``out`` either way).
 
     Every member is read back and checked against the manifest before this returns; a workdir whose files change
-    meanwhile (a run still saving) is refused in one line and no file is left at ``out``.
+    meanwhile (a run still saving) is refused in one line and nothing is left at ``out``.
 
     Returns:
       the manifest: ``{"format", "files": {name: {"sha256", "bytes"}}, "summary", "command"}``.
     """
+    if part_bytes < 1:
+        raise ValueError(f"part_bytes must be positive, got {part_bytes}")
     names, summary = select(workdir)
+    _remove(out)  # an earlier carry of the same name, whole or in pieces
     files = {}
     try:
         for name in names:
             sha, size = _sha256(os.path.join(workdir, name))
             files[name] = {"sha256": sha, "bytes": size}
-        _write_tar(workdir, names, files, summary, out)
+        _write_tar(workdir, names, files, summary, out, part_bytes)
     except OSError as e:
         raise ValueError(f"{workdir!r} changed while it was packed ({e.strerror or e}); stop the run first") from None
     try:
         return verify(out)
     except ValueError as e:
-        os.remove(out)
+        _remove(out)
         raise ValueError(f"{workdir!r} changed while it was packed; stop the run first ({e})") from None
 
 
-def _write_tar(workdir: str, names: list[str], files: dict, summary: dict, out: str) -> None:
+def _parts(path: str) -> list[str]:
+    """The files of the carry ``path``: ``[path]``, or its pieces ``path.000``, ``path.001``, … in order."""
+    if os.path.isfile(path):
+        return [path]
+    pieces = []
+    while os.path.isfile(f"{path}.{len(pieces):03d}"):
+        pieces.append(f"{path}.{len(pieces):03d}")
+    return pieces
+
+
+def _remove(out: str) -> None:
+    """Delete the carry ``out``: the file and every piece ``out.NNN``, a gap in their numbering included."""
+    for path in [out, *glob.glob(f"{glob.escape(out)}.[0-9][0-9][0-9]")]:
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def _split(tmp: str, out: str, part_bytes: int) -> None:
+    with open(tmp, "rb") as f:
+        for index, block in enumerate(iter(lambda: f.read(part_bytes), b"")):
+            with open(f"{out}.{index:03d}", "wb") as piece:
+                piece.write(block)
+
+
+class _Concat(io.RawIOBase):
+    """The files ``paths`` read as one stream, in order."""
+
+    def __init__(self, paths: list[str]):
+        self._paths, self._file = list(paths), None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self._file is None:
+                if not self._paths:
+                    return 0
+                self._file = open(self._paths.pop(0), "rb")  # noqa: SIM115 - closed when exhausted or in close()
+            count = self._file.readinto(buffer)
+            if count:
+                return count
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+def _write_tar(workdir: str, names: list[str], files: dict, summary: dict, out: str, part_bytes: int) -> None:
     manifest = {"format": FORMAT, "files": files, "summary": summary, "command": _command(workdir)}
     blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -138,7 +195,10 @@ def _write_tar(workdir: str, names: list[str], files: dict, summary: dict, out: 
             for name in names:
                 with open(os.path.join(workdir, name), "rb") as f:
                     tar.addfile(_tarinfo(name, files[name]["bytes"]), f)
-        os.replace(tmp, out)
+        if os.path.getsize(tmp) > part_bytes:
+            _split(tmp, out, part_bytes)
+        else:
+            os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -197,10 +257,11 @@ def _extract_checked(tar: tarfile.TarFile, manifest: dict, path: str, dest: str 
 
 
 def _read_checked(path: str, dest: str | None) -> dict:
-    if not os.path.isfile(path):
-        raise ValueError(f"carry file {path!r} does not exist")
+    parts = _parts(path)
+    if not parts:
+        raise ValueError(f"carry file {path!r} does not exist (nor its pieces {path}.000, …)")
     try:
-        with tarfile.open(path, "r:") as tar:
+        with _Concat(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw), mode="r|") as tar:
             manifest = _read_manifest(tar, path)
             _extract_checked(tar, manifest, path, dest)
     except (tarfile.TarError, EOFError, OSError) as e:
@@ -220,8 +281,8 @@ def unpack(path: str, workdir: str) -> dict:
     Returns:
       its manifest. Raises a one-line ``ValueError`` for a damaged file or an occupied workdir.
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"carry file {path!r} does not exist")
+    if not _parts(path):
+        raise ValueError(f"carry file {path!r} does not exist (nor its pieces {path}.000, …)")
     for stage in STAGES:
         if _latest_step(os.path.join(workdir, stage, "checkpoints")) is not None:
             raise ValueError(f"workdir {workdir!r} already holds {stage} checkpoints; unpack into a new workdir")
