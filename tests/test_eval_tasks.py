@@ -141,11 +141,25 @@ def test_dowhy_baseline_matches_least_squares_on_linear_data_and_respects_the_gr
     dowhy = {r["task"]: r["rmse"] for r in tasks.evaluate_dataset(tasks.DOWHY, data)}
     linear = {r["task"]: r["rmse"] for r in tasks.evaluate_dataset(tasks.LINEAR, data)}
     assert dowhy.keys() == set(tasks.TASKS)
-    for task in tasks.TASKS:  # DoWhy's model selection picks a linear regressor here: the same fit
-        assert dowhy[task] == pytest.approx(linear[task], rel=0.05, abs=2e-3), task
+    # DoWhy's cross-validation picks, per node, least squares or a degree-2 polynomial (which holds the linear truth):
+    # never better than least squares beyond noise, at most a few percent worse
+    for task in tasks.TASKS:
+        assert linear[task] - 2e-3 <= dowhy[task] <= 1.15 * linear[task] + 2e-3, (task, dowhy[task], linear[task])
     scale = tasks.Standardizer.fit(data.train_x)
+    state = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global generator DoWhy draws from)
     mech = dowhy_gcm.fit_dowhy(scale.x(data.train_x), data.adj)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # noqa: NPY002 (the caller's generator is untouched)
     z = scale.x(data.test_x[:20])
+    again = dowhy_gcm.fit_dowhy(scale.x(data.train_x), data.adj)  # the same seed: the same selection and fit
+    np.testing.assert_array_equal(again.host(z), mech.host(z))
+    x = scale.x(data.train_x).astype(np.float64)
+    for j, (model, pa) in enumerate(zip(mech.models, mech.parents, strict=True)):  # a linear pick is least squares
+        if type(getattr(model, "sklearn_model", None)).__name__ == "LinearRegression":
+            design = np.column_stack([x[:, pa], np.ones(len(x))])
+            coef = np.linalg.lstsq(design, x[:, j], rcond=None)[0]
+            np.testing.assert_allclose(
+                mech.host(z)[:, j], np.column_stack([z[:, pa], np.ones(len(z))]) @ coef, atol=1e-5
+            )
     parents = np.asarray(data.adj).astype(bool)
     for j in range(data.d):  # moving a non-parent never changes node j's prediction
         moved = z.copy()

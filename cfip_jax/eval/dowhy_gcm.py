@@ -2,7 +2,11 @@
 
 DoWhy's graphical causal model is built on the true graph and fitted on the standardised context with
 ``gcm.auto.assign_causal_mechanisms`` (quality ``GOOD``: for each node DoWhy picks a regressor among its small model
-zoo by cross-validation, inside an additive-noise model) and ``gcm.fit``. The fitted mechanism of node ``j`` is the
+zoo by cross-validation, inside an additive-noise model) and ``gcm.fit``.
+DoWhy draws its cross-validation folds and its candidates' seeds from NumPy's and Python's global generators;
+:func:`fit_dowhy` seeds them (``seed``) for the fit and restores the caller's state afterwards, so the same data give
+the same baseline in every run (unseeded, its choice between least squares and a degree-2 polynomial on the same linear
+data changes from run to run). The fitted mechanism of node ``j`` is the
 additive-noise model's prediction model on the parents; root nodes get ``T_j = 0`` (the context's mean in standardised
 units). The mechanism runs on the host (scikit-learn) and enters the JAX fixed-point solver through
 ``jax.pure_callback``, so every task of :mod:`cfip_jax.eval.tasks` treats DoWhy exactly like the other methods.
@@ -10,8 +14,10 @@ units). The mechanism runs on the host (scikit-learn) and enters the JAX fixed-p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import random
 import warnings
 
 import jax
@@ -64,13 +70,27 @@ class DoWhyMechanism:
         return out.reshape(z.shape[:-1] + (nodes.size,)).astype(np.float32)
 
 
-def fit_dowhy(x: np.ndarray, adj: np.ndarray, quality: str = "GOOD"):
+@contextlib.contextmanager
+def _seeded_global_generators(seed: int):
+    """Seed NumPy's and Python's global generators (which DoWhy draws from) and restore their state on exit."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (DoWhy uses the legacy one)
+    np.random.seed(seed)  # noqa: NPY002
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        random.setstate(python_state)
+
+
+def fit_dowhy(x: np.ndarray, adj: np.ndarray, quality: str = "GOOD", seed: int = 0):
     """Fit DoWhy-GCM on a standardised context ``x [n, d]`` with the graph ``adj [d, d]`` (``adj[i, j] = 1`` ⇔ i → j).
 
     Args:
       x: ``[n, d]`` context.
       adj: ``[d, d]`` DAG.
       quality: ``gcm.auto.AssignmentQuality`` member name (``GOOD``, ``BETTER``, ``BEST``).
+      seed: seeds DoWhy's model selection and fit (the caller's global generators are left as they were).
 
     Returns:
       A :class:`DoWhyMechanism` ``T: z [..., d] -> [..., d]`` (callable from JAX; computed on the host).
@@ -96,9 +116,10 @@ def fit_dowhy(x: np.ndarray, adj: np.ndarray, quality: str = "GOOD"):
         level = logging.getLogger("dowhy").level
         logging.getLogger("dowhy").setLevel(logging.ERROR)
         try:
-            gcm.auto.assign_causal_mechanisms(scm, frame, quality=getattr(gcm.auto.AssignmentQuality, quality))
-            gcm.config.disable_progress_bars()
-            gcm.fit(scm, frame)
+            with _seeded_global_generators(seed):
+                gcm.auto.assign_causal_mechanisms(scm, frame, quality=getattr(gcm.auto.AssignmentQuality, quality))
+                gcm.config.disable_progress_bars()
+                gcm.fit(scm, frame)
         finally:
             logging.getLogger("dowhy").setLevel(level)
     models, parents = [], []
