@@ -268,8 +268,8 @@ def test_bucketed_levels_solve_exactly_with_one_program_for_many_graphs():
         exact = np.asarray(fixed_point.solve_by_level(mech, noise, adj))
         np.testing.assert_allclose(np.asarray(fixed_point.solve_by_level(mech, noise, adj, bucket=True)), exact,
                                    rtol=1e-6, atol=1e-6)  # fmt: skip
-        shapes.add(fixed_point.host_levels(adj).shape)
-        table = fixed_point.host_levels(adj, bucket=True)
+        shapes.add(fixed_point.host_schedule(adj)[1].shape)
+        table = fixed_point.host_schedule(adj, bucket=True)[1]
         programs.add(table.shape)
         assert all(n & (n - 1) == 0 for n in table.shape)
     assert len(programs) < len(shapes)

@@ -221,13 +221,48 @@ def test_bad_inputs_raise(linear_scm):
         fp.abduct(3.0, noise)
 
 
-def test_host_levels_lists_each_topological_level():
+def _check_schedule(adj, keep, roots, steps):
+    """Every kept node set once after its kept parents (roots apart, first); returns the first step of each."""
+    edges, keep = np.asarray(adj) != 0, np.ones(len(adj), bool) if keep is None else keep
+    parentless = keep & ~edges.any(0)
+    assert sorted(roots.tolist() if roots is not None else []) == np.flatnonzero(parentless).tolist()
+    first = {}
+    for t, row in enumerate(steps.tolist()):
+        assert set(row) <= set(steps[t - 1].tolist()) or row[0] not in first  # padding: a row's own or the last
+        for i in row:
+            first.setdefault(i, t)
+    assert sorted(first) == np.flatnonzero(keep & ~parentless).tolist()
+    for j, t in first.items():
+        assert all(first[i] < t for i in np.flatnonzero(edges[:, j]) if i in first), (j, t)
+    return first
+
+
+def test_host_schedule_sets_each_node_after_its_parents_in_few_padded_steps():
     adj = np.zeros((6, 6))
-    adj[0, 2] = adj[1, 2] = adj[2, 3] = adj[0, 4] = 1  # levels: {0, 1, 5}, {2, 4}, {3}
-    levels = fp.host_levels(adj)
-    assert levels.shape == (3, 3) and levels.dtype == np.int32
-    assert [sorted(set(row)) for row in levels.tolist()] == [[0, 1, 5], [2, 4], [3]]
-    assert fp.host_levels(np.zeros((3, 3))).tolist() == [[0, 1, 2]]
+    adj[0, 2] = adj[1, 2] = adj[2, 3] = adj[0, 4] = 1  # parentless {0, 1, 5}; then {2, 4}, then {3}
+    roots, steps = fp.host_schedule(adj)
+    assert steps.dtype == np.int32 and _check_schedule(adj, None, roots, steps) == {2: 0, 4: 0, 3: 1}
+    assert fp.host_schedule(np.zeros((3, 3)))[1].shape == (0, 1)
+    star = np.zeros((12, 12))  # ten roots feed node 10, which feeds 11: levels of 10, 1 and 1 nodes
+    star[:10, 10] = star[10, 11] = 1
+    assert fp.host_schedule(star)[1].tolist() == [[10], [11]]  # not two steps of width 10
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        d = int(rng.integers(2, 30))
+        adj = np.triu(rng.random((d, d)) < rng.uniform(0.05, 0.6), 1)
+        perm = rng.permutation(d)
+        adj = adj[np.ix_(perm, perm)]
+        keep = None if trial % 3 else rng.random(d) < 0.7
+        for bucket in (False, True):
+            roots, steps = fp.host_schedule(adj, keep, bucket)
+            first = _check_schedule(adj, keep, roots, steps)
+            if bucket:
+                assert all(n & (n - 1) == 0 for n in steps.shape)
+            elif first:  # never costlier than one step per topological level at the widest level's width
+                sub = adj[np.ix_(sorted(first), sorted(first))]
+                level = fp._host_node_levels(sub)
+                c = fp.STEP_COST_IN_NODES
+                assert steps.shape[0] * (steps.shape[1] + c) <= (level.max() + 1) * (np.bincount(level).max() + c)
 
 
 def test_host_ancestral_set_follows_paths_and_stops_at_cut_nodes():
@@ -238,8 +273,8 @@ def test_host_ancestral_set_follows_paths_and_stops_at_cut_nodes():
     cut = np.zeros(6, bool)
     cut[2] = True  # do(2): 0 and 1 no longer reach 3
     assert fp.host_ancestral_set(adj, [3], cut).tolist() == [False, False, True, True, False, False]
-    levels = fp.host_levels(adj, fp.host_ancestral_set(adj, [3], cut))
-    assert [sorted(set(row)) for row in levels.tolist()] == [[2], [3]]
+    roots, steps = fp.host_schedule(adj, fp.host_ancestral_set(adj, [3], cut))
+    assert roots is None and steps.tolist() == [[2], [3]]  # 2's parents are not kept, but it has some: not a root
 
 
 def test_solve_by_level_targets_solves_only_their_ancestors_exactly(linear_scm):
@@ -274,11 +309,11 @@ def test_parentless_nodes_are_solved_on_one_row_for_all():
     (a valid mechanism never reads the row; this one exposes which rows the solver evaluated)."""
     adj = np.zeros((3, 3))
     adj[0, 2] = adj[1, 2] = 1
-    roots, rest = fp._split_roots(adj, fp.host_levels(adj))
-    assert roots.tolist() == [0, 1] and [sorted(set(r)) for r in rest.tolist()] == [[2]]
-    cut = fp.host_levels(adj, fp.host_ancestral_set(adj, [2], np.array([False, False, True])))
-    assert fp._split_roots(adj, cut)[0] is None  # a first row of non-roots stays a level
-    alone, nothing = fp._split_roots(np.zeros((3, 3)), fp.host_levels(np.zeros((3, 3))))
+    roots, rest = fp.host_schedule(adj)
+    assert roots.tolist() == [0, 1] and rest.tolist() == [[2]]
+    cut = fp.host_schedule(adj, fp.host_ancestral_set(adj, [2], np.array([False, False, True])))
+    assert cut[0] is None and cut[1].tolist() == [[2]]  # a node with parents is never a root, kept or not
+    alone, nothing = fp.host_schedule(np.zeros((3, 3)))
     assert alone.tolist() == [0, 1, 2] and nothing.shape == (0, 1)
 
     def row(z, nodes):

@@ -10,7 +10,10 @@ protocol), with ``refine="closed-form"`` (the per-node closed-form correction al
 When DoWhy-GCM is importable, its fit time on the same data (``gcm.auto.assign_causal_mechanisms`` + ``gcm.fit``)
 is printed too, beside the DoWhy bridge's (:func:`cfip_jax.integrations.dowhy.fit_gcm`: Cond-FiP's
 mechanisms assigned to a ``gcm`` model, zero-shot and refined, after compilation).
- Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
+ With ``--graphs K``: ``sample(400)`` alone on K SCMs of each graph family of the prior (ER, scale-free with
+in- and out-hubs; linear-Gaussian, 400 rows): the solve's cost follows the graph's shape (its steps,
+:func:`cfip_jax.fixed_point.host_schedule`), which one ER graph does not show.
+Then the memory of a refinement at d = 100 with n = 1000 rows: the process's peak
 resident set size (``ru_maxrss``) after it. Ends with one JSON line.
 """
 
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="timed runs of fit(refine='auto') + sample(400); 0 leaves refine='auto' out",
     )
     p.add_argument("--memory-rows", type=int, default=1000, help="rows of the d = 100 refinement whose memory is read")
+    p.add_argument("--graphs", type=int, default=0, help="SCMs per graph family whose sample(400) is timed alone")
     args = p.parse_args(argv)
     if args.reps < 1 or args.refine_reps < 0:
         p.error(f"--reps must be >= 1 and --refine-reps >= 0, got {args.reps} and {args.refine_reps}")
@@ -103,10 +107,31 @@ def main(argv: list[str] | None = None) -> dict:
 
         out.update(_refined_times(model, x, adj, d, args.reps, args.refine_reps))
         out.update(_dowhy_times(model, x, adj, d, args.refine_reps))
+        out.update(_sample_times(model, d, args.graphs, args.reps))
     if args.memory_rows:
         out["refine_d100_peak_rss_gb"] = _refine_memory(model, args.memory_rows)
         print(f"d = 100, n = {args.memory_rows}: refinement peak RSS {out['refine_d100_peak_rss_gb']:.2f} GB")
     print(json.dumps(out))
+    return out
+
+
+def _sample_times(model: CondFiP, d: int, graphs: int, reps: int) -> dict:
+    """Median ``sample(400)`` seconds on ``graphs`` SCMs of each graph family, their mean per family and overall."""
+    out, every = {}, []
+    for family in ("er", "sf_in", "sf_out") if graphs else ():
+        times = []
+        for seed in range(graphs):
+            data = generate_dataset(seed, scm_prior(family, "linear", "gaussian"), d, n_context=400, n_query=2,
+                                    interventions=0, intervention_samples=2)  # fmt: skip
+            scm = model.fit(data.train_x, data.adj)
+            times.append(_median_time(lambda scm=scm: jax.block_until_ready(scm.sample(400, jax.random.key(0))), reps))
+        out[f"sample400_{family}_d{d}_s"] = round(float(np.mean(times)), 4)
+        every += times
+        print(f"d = {d}: sample(400) on {graphs} {family} graphs {1e3 * np.mean(times):.1f} ms "
+              f"({', '.join(f'{1e3 * t:.1f}' for t in times)})", flush=True)  # fmt: skip
+    if every:
+        out[f"sample400_graphs_d{d}_s"] = round(float(np.mean(every)), 4)
+        print(f"d = {d}: sample(400), mean over {len(every)} graphs {1e3 * np.mean(every):.1f} ms", flush=True)
     return out
 
 
