@@ -129,7 +129,7 @@ class Fitted:
     iterations: int | str | None
 
     def solve(self, noise, onehot=None, values=None):
-        """The (intervened) fixed point from ``noise``; one topological level at a time when the mechanism has
+        """The (intervened) fixed point from ``noise``; each node once, after its parents, when the mechanism has
         ``.at`` (a subset-of-nodes form) and ``iterations="depth"``."""
         at = getattr(self.mech, "at", None)
         if at is not None and self.iterations == "depth":
