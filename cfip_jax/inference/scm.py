@@ -43,8 +43,8 @@ class InferredSCM:
     Attributes:
       mechanism_fn: the inferred mechanism ``T: z [n, d] -> [n, d]`` (standardised units), a pytree: a
         :class:`~cfip_jax.inference.mechanism.Mechanism` (then, with a concrete graph, samples are solved a few
-        nodes at a time, each node once after its parents, :func:`cfip_jax.fixed_point.solve_by_level`) or any jit-able callable pytree
-        (solved with depth + 1 full passes).
+        nodes at a time, each node once after its parents, :func:`cfip_jax.fixed_point.solve_by_level`) or any
+        jit-able callable pytree (solved with depth + 1 full passes).
       adj: ``[d, d]`` graph.
       mean, std: ``[d]`` the data's per-node mean and std (ddof = 1): the map to the user's units.
       noise_data: ``[n, d]`` the standardised noise abducted from the fitted data, ``x − T(x)``.
