@@ -117,7 +117,6 @@ def pack(workdir: str, out: str, part_bytes: int = PART_BYTES) -> dict:
     if part_bytes < 1:
         raise ValueError(f"part_bytes must be positive, got {part_bytes}")
     names, summary = select(workdir)
-    _remove(out)  # an earlier carry of the same name, whole or in pieces
     files = {}
     try:
         for name in names:
@@ -195,6 +194,7 @@ def _write_tar(workdir: str, names: list[str], files: dict, summary: dict, out: 
             for name in names:
                 with open(os.path.join(workdir, name), "rb") as f:
                     tar.addfile(_tarinfo(name, files[name]["bytes"]), f)
+        _remove(out)  # an earlier carry of the same name, whole or in pieces: kept until this one is written
         if os.path.getsize(tmp) > part_bytes:
             _split(tmp, out, part_bytes)
         else:
