@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = CondFiP.load(args.checkpoint) if args.checkpoint else CondFiP.pretrained()
     out: dict = {"backend": jax.default_backend()}
     for d in (int(v) for v in args.d.split(",")):
-        data = generate_dataset(
-            0, scm_prior("er", "linear", "gaussian"), d, n_context=400, n_query=2, interventions=0,
-            intervention_samples=2,
-        )  # fmt: skip
+        data = _dataset(0, "er", d)
         x, adj = data.train_x, data.adj
 
         for label, max_context in (("", "trained"), ("_all_rows", None)):
@@ -115,14 +112,19 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
+def _dataset(seed: int, family: str, d: int, rows: int = 400):
+    """One linear-Gaussian SCM of the prior's ``family`` graphs (``train_x [rows, d]``, ``adj``)."""
+    return generate_dataset(seed, scm_prior(family, "linear", "gaussian"), d, n_context=rows, n_query=2,
+                            interventions=0, intervention_samples=2)  # fmt: skip
+
+
 def _sample_times(model: CondFiP, d: int, graphs: int, reps: int) -> dict:
     """Median ``sample(400)`` seconds on ``graphs`` SCMs of each graph family, their mean per family and overall."""
     out, every = {}, []
     for family in ("er", "sf_in", "sf_out") if graphs else ():
         times = []
         for seed in range(graphs):
-            data = generate_dataset(seed, scm_prior(family, "linear", "gaussian"), d, n_context=400, n_query=2,
-                                    interventions=0, intervention_samples=2)  # fmt: skip
+            data = _dataset(seed, family, d)
             scm = model.fit(data.train_x, data.adj)
             times.append(_median_time(lambda scm=scm: jax.block_until_ready(scm.sample(400, jax.random.key(0))), reps))
         out[f"sample400_{family}_d{d}_s"] = round(float(np.mean(times)), 4)
@@ -180,10 +182,7 @@ def _dowhy_times(model: CondFiP, x: np.ndarray, adj: np.ndarray, d: int, refine_
 
 def _refine_memory(model: CondFiP, rows: int) -> float:
     """The process's peak resident set size (GB) after ``fit(refine="auto")`` on ``rows`` rows at d = 100."""
-    data = generate_dataset(
-        1, scm_prior("er", "linear", "gaussian"), 100, n_context=rows, n_query=2, interventions=0,
-        intervention_samples=2,
-    )  # fmt: skip
+    data = _dataset(1, "er", 100, rows)
     scm = model.fit(data.train_x, data.adj, refine="auto")
     jax.block_until_ready(scm.sample(rows, jax.random.key(0)))
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB on Linux
